@@ -13,7 +13,7 @@ hand it to nbgrader unchanged:
 becomes ``# YOUR CODE HERE`` + ``raise NotImplementedError()`` (what nbgrader writes), hidden tests are
 removed, outputs cleared. Usage::
 
-    python -m course_utils.exercises generate        # rewrite notebooks/ (and solutions' setup cells)
+    python -m course_utils.exercises generate [PATH] # rewrite notebooks/ (and solutions' setup cells)
     python -m course_utils.exercises check           # exit 1 if anything is out of date
     python -m course_utils.exercises execute [PATH]  # re-run solutions, saving their outputs
 """
@@ -162,10 +162,10 @@ def lesson_paths() -> list[Path]:
     return sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))
 
 
-def expected_files() -> dict[Path, str]:
+def expected_files(paths: list[Path] | None = None) -> dict[Path, str]:
     """Every generated file (student notebooks, solution setup cells) and the text it should have."""
     files = {}
-    for path in lesson_paths():
+    for path in paths or lesson_paths():
         solution = nbformat.read(path, as_version=4)
         files[path] = dumps(with_current_setup_cell(solution))
         files[NOTEBOOKS / path.name] = dumps(generate_student(solution))
@@ -203,7 +203,7 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "generate":
         NOTEBOOKS.mkdir(exist_ok=True)
-        for path, text in expected_files().items():
+        for path, text in expected_files([Path(a).resolve() for a in argv[1:]]).items():
             if not path.exists() or path.read_text() != text:
                 path.write_text(text)
                 print(f"wrote {path.relative_to(ROOT)}")
