@@ -198,16 +198,30 @@ def load_model(name: str | None = None, device: str | None = None):
         bridge.eval()
         return bridge
 
-    if _offline():
-        cached = _in_hub_cache(name)
-        if not cached:
+    if not _in_hub_cache(name):
+        if _offline():
             raise _unavailable(name, "HF_HUB_OFFLINE is set and the model is not in the local Hugging Face cache")
+        if not _hub_reachable():
+            raise _unavailable(name, "the Hugging Face hub cannot be reached and the model is not in the local cache")
     try:
         bridge = TransformerBridge.boot_transformers(name, device=device)
     except Exception as error:  # hub errors come in many types; turn all of them into one clear message
         raise _unavailable(name, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
     bridge.eval()
     return bridge
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connection to the hub, so an offline learner gets an answer in seconds, not after retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _in_hub_cache(name: str) -> bool:
