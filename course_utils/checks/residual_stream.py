@@ -1,0 +1,299 @@
+"""Checks for lesson 01 (the residual stream, equation by equation).
+
+Each check runs the learner's function on fixed prompts and compares it with the model's own forward
+pass (``run_with_cache`` activations, ``model(tokens)``, the bridge's per-head ``hook_result``) or with an
+invariant (the components sum to the stream; the attributions sum to the logit). The truth for a
+prompt is computed once per model and kept, so a notebook's checks share a few forward passes.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from . import _Fail, call, compare_tensors, expect, run_check, tolerance_text
+
+PROMPTS = ["The Eiffel Tower is located in the city of", "The capital of Japan is"]
+HIDDEN_PROMPTS = ["The Colosseum is located in the city of", "Albert Einstein developed the theory of"]
+ANSWERS = {PROMPTS[0]: " Paris", PROMPTS[1]: " Tokyo", HIDDEN_PROMPTS[0]: " Rome", HIDDEN_PROMPTS[1]: " relativity"}
+LAYERS = (0, 13, 29)  # first, middle and last block (clipped to the model's depth)
+
+_HOOK_SUFFIXES = ("hook_embed", "hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out",
+                  "hook_mlp_out", "attn.hook_z", "attn.hook_v", "attn.hook_pattern")
+_TRUTH: dict = {}
+
+
+def _names(name: str) -> bool:
+    return name.endswith(_HOOK_SUFFIXES) or name == "ln_final.hook_scale"
+
+
+def _truth(model, prompt: str):
+    """(tokens, logits, cache) of ``model`` on ``prompt``, computed once per model and prompt."""
+    key = (id(model), bool(getattr(model, "compatibility_mode", False)), prompt)
+    if key not in _TRUTH:
+        tokens = model.to_tokens(prompt)
+        with torch.no_grad():
+            logits, cache = model.run_with_cache(tokens, names_filter=_names)
+        _TRUTH[key] = (tokens, logits, cache)
+    return _TRUTH[key]
+
+
+def _prompts(hidden: bool) -> list[str]:
+    return HIDDEN_PROMPTS if hidden else PROMPTS
+
+
+def _layers(model) -> list[int]:
+    return sorted({min(layer, model.cfg.n_layers - 1) for layer in LAYERS})
+
+
+@contextmanager
+def _forward_disabled(model):
+    """Make ``model(...)`` raise inside the block, so a function that must use the parts cannot
+    return the model's own output."""
+    def refuse(*args, **kwargs):
+        raise _Fail("call the model's parts (W_E, blocks, ln_final, W_U), not model(tokens) itself")
+
+    model.forward = refuse
+    try:
+        yield
+    finally:
+        del model.forward
+
+
+# ---------------------------------------------------------------------------------------------
+
+def check_embed(fn, model, hidden: bool = False):
+    """fn(model, tokens) -> Float[Tensor, "batch pos d_model"], the token embeddings."""
+
+    def body():
+        worst = 0.0
+        for prompt in _prompts(hidden):
+            tokens, _, cache = _truth(model, prompt)
+            got = call(fn, model, tokens, name="embed")
+            if isinstance(got, torch.Tensor) and got.shape == cache["hook_embed"].shape[1:]:
+                raise _Fail("embed: keep the batch dimension: expected [batch pos d_model], "
+                            f"got {tuple(got.shape)}")
+            worst = max(worst, compare_tensors(
+                got, cache["hook_embed"], what=f"embedding of {prompt!r}", atol=1e-6, dims="batch pos d_model",
+                hint="x_0 = W_E[t]: index the rows of model.W_E [d_vocab d_model] with the token ids"))
+        return f"matches hook_embed on {len(_prompts(hidden))} prompts ({tolerance_text(worst, 1e-6)})", worst
+
+    run_check("01.1 embed", body, hidden_tests=not hidden)
+
+
+def check_attention_z(fn, model, hidden: bool = False):
+    """fn(pattern, v) -> Float[Tensor, "batch pos n_heads d_head"], attention-weighted values per query head."""
+
+    def body():
+        worst = 0.0
+        for prompt in _prompts(hidden):
+            _, _, cache = _truth(model, prompt)
+            for layer in _layers(model):
+                pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
+                v = cache[f"blocks.{layer}.attn.hook_v"]
+                truth = cache[f"blocks.{layer}.attn.hook_z"]
+                got = call(fn, pattern, v, name="attention_z")
+                if isinstance(got, torch.Tensor) and got.shape == truth.shape:
+                    n_heads, n_kv = pattern.shape[1], v.shape[2]
+                    tiled = torch.einsum("bhqk,bkhd->bqhd", pattern, v.repeat(1, 1, n_heads // n_kv, 1))
+                    if n_heads != n_kv and torch.allclose(got, tiled, atol=1e-5, rtol=1e-5) \
+                            and not torch.allclose(got, truth, atol=1e-5, rtol=1e-5):
+                        raise _Fail("your KV heads are tiled (0,1,2,0,1,2,...): grouped-query attention gives "
+                                    "each KV head to consecutive query heads (0,0,0,1,1,1,...). "
+                                    "Hint: v.repeat_interleave(n_heads // n_kv_heads, dim=2)")
+                worst = max(worst, compare_tensors(
+                    got, truth, what=f"z at layer {layer} for {prompt!r}", atol=1e-5, rtol=1e-5,
+                    dims="batch pos n_heads d_head",
+                    hint="repeat each of the n_kv_heads value heads for its group of query heads, then "
+                         "z[b,q,h] = sum_k pattern[b,h,q,k] * v[b,k,h]"))
+        return f"matches attn.hook_z at layers {_layers(model)} ({tolerance_text(worst, 1e-5)})", worst
+
+    run_check("01.2 attention_z", body, hidden_tests=not hidden)
+
+
+def check_head_outputs(fn, model, hidden: bool = False):
+    """fn(model, z, layer) -> Float[Tensor, "batch pos n_heads d_model"], each head's write to the stream."""
+
+    def body():
+        worst = 0.0
+        for prompt in _prompts(hidden):
+            tokens, _, cache = _truth(model, prompt)
+            previous = bool(getattr(model.cfg, "use_attn_result", False))
+            model.set_use_attn_result(True)  # the bridge then computes and hooks each head's output
+            try:
+                with torch.no_grad():
+                    _, results = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn.hook_result"))
+            finally:
+                model.set_use_attn_result(previous)
+            for layer in _layers(model):
+                z = cache[f"blocks.{layer}.attn.hook_z"]
+                got = call(fn, model, z, layer, name="head_outputs")
+                truth = results[f"blocks.{layer}.attn.hook_result"]
+                if isinstance(got, torch.Tensor) and got.shape == truth.shape[:2] + truth.shape[3:]:
+                    raise _Fail("head_outputs: keep the heads separate: expected [batch pos n_heads d_model], got "
+                                f"{tuple(got.shape)} (did you sum over heads? that is hook_attn_out)")
+                worst = max(worst, compare_tensors(
+                    got, truth, what=f"per-head outputs at layer {layer}", atol=1e-4, rtol=1e-5,
+                    dims="batch pos n_heads d_model",
+                    hint="multiply z[b,p,h] [d_head] by model.W_O[layer, h] [d_head d_model] for each head h"))
+                total = got.sum(dim=2)
+                worst = max(worst, compare_tensors(
+                    total, cache[f"blocks.{layer}.hook_attn_out"], what=f"sum over heads at layer {layer}",
+                    atol=1e-4, rtol=1e-5, dims="batch pos d_model"))
+        return (f"matches the bridge's hook_result, and the heads sum to hook_attn_out "
+                f"({tolerance_text(worst, 1e-4)}, rtol 1e-5)"), worst
+
+    run_check("01.3 head_outputs", body, hidden_tests=not hidden)
+
+
+def check_block_forward(fn, model, hidden: bool = False):
+    """fn(block, resid_pre, position_embeddings) -> (resid_mid, resid_post)."""
+    from ..residual_stream import position_embeddings
+
+    def body():
+        worst = 0.0
+        for prompt in _prompts(hidden):
+            tokens, _, cache = _truth(model, prompt)
+            rotary = position_embeddings(model, tokens)
+            for layer in _layers(model):
+                resid_pre = cache[f"blocks.{layer}.hook_resid_pre"]
+                with torch.no_grad():
+                    got = call(fn, model.blocks[layer], resid_pre, rotary, name="block_forward")
+                expect(isinstance(got, tuple) and len(got) == 2,
+                       f"block_forward should return a tuple (resid_mid, resid_post), got {type(got).__name__}")
+                mid, post = got
+                worst = max(worst, compare_tensors(
+                    mid, cache[f"blocks.{layer}.hook_resid_mid"], what=f"resid_mid at layer {layer}",
+                    atol=1e-3, rtol=1e-5, dims="batch pos d_model",
+                    hint="resid_mid = resid_pre + attention output; the attention reads block.ln1(resid_pre), "
+                         "and block.attn(...) returns (attn_out, pattern)"))
+                worst = max(worst, compare_tensors(
+                    post, cache[f"blocks.{layer}.hook_resid_post"], what=f"resid_post at layer {layer}",
+                    atol=1e-3, rtol=1e-5, dims="batch pos d_model",
+                    hint="resid_post = resid_mid + block.mlp(block.ln2(resid_mid)); the norm feeds the MLP, "
+                         "it is not applied to the stream"))
+        return f"resid_mid and resid_post match the cache at layers {_layers(model)} ({tolerance_text(worst, 1e-3)}, rtol 1e-5)", worst
+
+    run_check("01.4 block_forward", body, hidden_tests=not hidden)
+
+
+def check_forward_from_parts(fn, model, hidden: bool = False):
+    """fn(model, tokens) -> Float[Tensor, "batch pos d_vocab"], the logits, built from the model's parts."""
+
+    def body():
+        worst = 0.0
+        for prompt in _prompts(hidden):
+            tokens, logits, _ = _truth(model, prompt)
+            with _forward_disabled(model), torch.no_grad():
+                got = call(fn, model, tokens, name="forward_from_parts")
+            worst = max(worst, compare_tensors(
+                got, logits, what=f"logits for {prompt!r}", atol=1e-3, rtol=1e-5, dims="batch pos d_vocab",
+                hint="embed -> every block in model.blocks -> model.ln_final -> @ model.W_U + model.b_U"))
+        return f"reproduces model(tokens) on {len(_prompts(hidden))} prompts ({tolerance_text(worst, 1e-3)})", worst
+
+    run_check("01.5 forward_from_parts", body, hidden_tests=not hidden)
+
+
+def check_decompose_resid(fn, model, hidden: bool = False):
+    """fn(cache, n_layers) -> (Float[Tensor, "component batch pos d_model"], list of labels)."""
+    from ..residual_stream import component_labels
+
+    def body():
+        n_layers = model.cfg.n_layers
+        worst = 0.0
+        for prompt in _prompts(hidden):
+            _, _, cache = _truth(model, prompt)
+            got = call(fn, cache, n_layers, name="decompose_resid")
+            expect(isinstance(got, tuple) and len(got) == 2,
+                   f"decompose_resid should return (components, labels), got {type(got).__name__}")
+            components, labels = got
+            want_labels = component_labels(n_layers)
+            expect(list(labels) == want_labels,
+                   f"labels should be {want_labels[:4]} ... {want_labels[-1]!r} ({len(want_labels)} in the order "
+                   f"they are added), got {list(labels)[:4]} ... ({len(labels)})")
+            final = cache[f"blocks.{n_layers - 1}.hook_resid_post"]
+            expect(isinstance(components, torch.Tensor) and components.shape == (len(want_labels), *final.shape),
+                   f"components should have shape {(len(want_labels), *final.shape)} [component batch pos d_model], "
+                   f"got {tuple(components.shape) if isinstance(components, torch.Tensor) else type(components).__name__}")
+            worst = max(worst, compare_tensors(
+                components.sum(0), final, what="sum of the components", atol=1e-2, rtol=1e-6, dims="batch pos d_model",
+                hint="every term added to the stream must appear exactly once: embed, then attn_out and mlp_out of each layer"))
+            # the running sums are the stream entering each block and the stream between its sub-layers
+            for layer in range(n_layers):
+                for count, hook in ((2 * layer + 1, "hook_resid_pre"), (2 * layer + 2, "hook_resid_mid")):
+                    worst = max(worst, compare_tensors(
+                        components[:count].sum(0), cache[f"blocks.{layer}.{hook}"],
+                        what=f"sum of the first {count} components (blocks.{layer}.{hook})",
+                        atol=1e-2, rtol=1e-6, dims="batch pos d_model",
+                        hint="keep the order embed, attn_0, mlp_0, attn_1, mlp_1, ..."))
+        return (f"the running sums equal resid_pre and resid_mid of every layer "
+                f"({tolerance_text(worst, 1e-2)}, rtol 1e-6)"), worst
+
+    run_check("01.6 decompose_resid", body, hidden_tests=not hidden)
+
+
+def check_direct_logit_attribution(fn, model, hidden: bool = False):
+    """fn(model, components, final_scale, token_id) -> Float[Tensor, "component batch pos"]."""
+    from ..predictions import answer_token_id
+    from ..residual_stream import decompose_resid
+
+    def body():
+        worst = 0.0
+        for prompt in _prompts(hidden):
+            _, logits, cache = _truth(model, prompt)
+            components, _ = decompose_resid(cache, model.cfg.n_layers)
+            scale = cache["ln_final.hook_scale"]
+            for token_id in (answer_token_id(model, ANSWERS[prompt]), int(logits[0, -1].argmin())):
+                got = call(fn, model, components, scale, token_id, name="direct_logit_attribution")
+                expect(isinstance(got, torch.Tensor) and got.shape == components.shape[:-1],
+                       f"expected shape {tuple(components.shape[:-1])} [component batch pos], got "
+                       f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
+                # independent path: the bridge's unembedding module on each normalised component
+                with torch.no_grad():
+                    per_comp = model.unembed(components[:, :, -1] / scale[:, -1] * model.ln_final.w)[..., token_id]
+                per_comp = per_comp - model.b_U[token_id]
+                worst = max(worst, compare_tensors(
+                    got[:, :, -1], per_comp, what=f"attribution to token {token_id} at the last position",
+                    atol=1e-3, rtol=1e-4, dims="component batch",
+                    hint="divide each component by the final norm's scale, multiply by model.ln_final.w, "
+                         "then take the dot product with model.W_U[:, token_id]"))
+                worst = max(worst, compare_tensors(
+                    got.sum(0) + model.b_U[token_id], logits[..., token_id], what="attributions + b_U vs the logit",
+                    atol=1e-3, rtol=1e-4, dims="batch pos"))
+        return f"per-component values match, and they sum to the model's logit ({tolerance_text(worst, 1e-3)})", worst
+
+    run_check("01.7 direct_logit_attribution", body, hidden_tests=not hidden)
+
+
+def check_logit_lens(fn, model, hidden: bool = False):
+    """fn(model, cache, pos) -> Float[Tensor, "layer batch d_vocab"], log-probabilities after 0..n_layers blocks."""
+
+    def body():
+        n_layers = model.cfg.n_layers
+        worst = 0.0
+        for prompt in _prompts(hidden):
+            tokens, logits, cache = _truth(model, prompt)
+            for pos in (-1, 3):
+                got = call(fn, model, cache, pos, name="logit_lens")
+                want_shape = (n_layers + 1, tokens.shape[0], logits.shape[-1])
+                expect(isinstance(got, torch.Tensor) and tuple(got.shape) == want_shape,
+                       f"expected shape {want_shape} [layer batch d_vocab] (the stream after 0, 1, ..., {n_layers} "
+                       f"blocks), got {tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
+                expect(bool((got <= 1e-4).all()),
+                       "values above 0: return log-probabilities (log_softmax), not probabilities or logits")
+                worst = max(worst, compare_tensors(
+                    got[-1], logits[:, pos].log_softmax(-1), what=f"last row at pos {pos} (the model's own output)",
+                    atol=1e-4, rtol=1e-5, dims="batch d_vocab",
+                    hint=f"the last row reads blocks.{n_layers - 1}.hook_resid_post"))
+                for layer in _layers(model):
+                    with torch.no_grad():
+                        want = model.unembed(model.ln_final(cache[f"blocks.{layer}.hook_resid_pre"][:, pos]))
+                    worst = max(worst, compare_tensors(
+                        got[layer], want.log_softmax(-1), what=f"row {layer} at pos {pos}", atol=1e-4, rtol=1e-5,
+                        dims="batch d_vocab",
+                        hint=f"row {layer} reads blocks.{layer}.hook_resid_pre through model.ln_final (with the "
+                             "vector's own scale), then W_U and b_U"))
+        return f"rows match the final norm + unembedding of each layer's stream ({tolerance_text(worst, 1e-4)})", worst
+
+    run_check("01.8 logit_lens", body, hidden_tests=not hidden)

@@ -1,0 +1,334 @@
+"""The residual stream as a running sum (lesson 01).
+
+A decoder-only transformer keeps one vector per position, the *residual stream*, and every sub-layer
+*adds* its output to it::
+
+    x_0        = W_E[t]                                  hook_embed == blocks.0.hook_resid_pre
+    resid_mid  = resid_pre + sum_h head_h(ln1(resid_pre))    blocks.L.hook_resid_mid
+    resid_post = resid_mid + mlp(ln2(resid_mid))             blocks.L.hook_resid_post
+    logits     = ln_final(resid_post[-1]) @ W_U + b_U
+
+Lesson 01 checks each line on SmolLM2-135M-Instruct (a TransformerLens 4.x ``TransformerBridge``) and
+builds the helpers below, which later lessons import:
+
+* ``embed``, ``attention_z``, ``head_outputs``, ``block_forward``, ``forward_from_parts``: the forward
+  pass rebuilt from the model's parts;
+* ``decompose_resid``: the final residual as a sum of ``embed`` + every ``attn_out`` + every ``mlp_out``;
+* ``direct_logit_attribution`` and ``logit_lens``, with ``plot_direct_logit_attribution``,
+  ``plot_logit_lens`` and ``logit_lens_explorer`` (an ipywidgets layer slider with a static fallback).
+
+Shapes use the course's dimension names: ``batch pos d_model d_vocab n_heads d_head layer``;
+``component`` indexes the terms of the decomposition.
+
+Everything reads the bridge's *unprocessed* weights (the default): the RMSNorm gains are still in
+``ln1``/``ln2``/``ln_final``, not folded into the matrices that follow them. On a bridge after
+``enable_compatibility_mode()`` the gains are 1 and folded into the weights, so the same code still
+gives the model's logits (and the same log-probabilities).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+COMPONENT_KINDS = ("embed", "attn", "mlp")
+
+
+# ---------------------------------------------------------------------------------------------
+# The forward pass from parts
+# ---------------------------------------------------------------------------------------------
+
+def embed(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+    """x_0 = W_E[t]: one row of the embedding matrix per token (no positional vector: rotary)."""
+    return model.W_E[tokens]
+
+
+def expand_kv_heads(kv: Float[Tensor, "batch pos n_kv_heads d_head"],
+                    n_heads: int) -> Float[Tensor, "batch pos n_heads d_head"]:
+    """Grouped-query attention: query head ``h`` reads key/value head ``h // (n_heads // n_kv_heads)``.
+
+    With 9 query heads and 3 key/value heads, heads 0-2 share KV head 0, heads 3-5 KV head 1, heads
+    6-8 KV head 2: each KV head is repeated *in place* (``repeat_interleave``), not tiled.
+    """
+    n_kv_heads = kv.shape[-2]
+    if n_heads % n_kv_heads:
+        raise ValueError(f"n_heads={n_heads} is not a multiple of the {n_kv_heads} key/value heads")
+    return kv.repeat_interleave(n_heads // n_kv_heads, dim=-2)
+
+
+def attention_z(pattern: Float[Tensor, "batch n_heads pos pos"],
+                v: Float[Tensor, "batch pos n_kv_heads d_head"]) -> Float[Tensor, "batch pos n_heads d_head"]:
+    """z = the attention-weighted sum of values, per query head (what ``attn.hook_z`` holds).
+
+    ``pattern[b, h, q, k]`` is how much query position ``q`` of head ``h`` attends to key position ``k``.
+    """
+    v_per_head = expand_kv_heads(v, pattern.shape[1])
+    return torch.einsum("bhqk,bkhd->bqhd", pattern, v_per_head)
+
+
+def head_outputs(model, z: Float[Tensor, "batch pos n_heads d_head"],
+                 layer: int) -> Float[Tensor, "batch pos n_heads d_model"]:
+    """What each head writes to the stream: z_h @ W_O[layer, h]. Summed over heads (this model has
+    no output bias) it equals ``blocks.{layer}.hook_attn_out``."""
+    return torch.einsum("bphd,hdm->bphm", z, model.W_O[layer])
+
+
+def position_embeddings(model, tokens: Int[Tensor, "batch pos"]) -> tuple[Tensor, Tensor]:
+    """The rotary (cos, sin) tables for positions 0..pos-1, as every attention layer receives them."""
+    positions = torch.arange(tokens.shape[1], device=tokens.device)[None]
+    dummy = model.W_E[:1].expand(tokens.shape[0], tokens.shape[1], -1)  # supplies dtype and device
+    return model.rotary_emb(dummy, positions)
+
+
+def block_forward(block, resid_pre: Float[Tensor, "batch pos d_model"],
+                  position_embeddings: tuple[Tensor, Tensor]
+                  ) -> tuple[Float[Tensor, "batch pos d_model"], Float[Tensor, "batch pos d_model"]]:
+    """One pre-norm block from its sub-layers: returns (resid_mid, resid_post).
+
+    The norms only feed the sub-layers; the stream itself is never normalised.
+    """
+    attn_out, _pattern = block.attn(block.ln1(resid_pre), position_embeddings=position_embeddings,
+                                    attention_mask=None)  # None: the bridge applies the causal mask
+    resid_mid = resid_pre + attn_out
+    resid_post = resid_mid + block.mlp(block.ln2(resid_mid))
+    return resid_mid, resid_post
+
+
+def unembed(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+    """logits = ln_final(resid) @ W_U + b_U (the final RMSNorm uses each vector's own scale)."""
+    return model.ln_final(resid) @ model.W_U + model.b_U
+
+
+@torch.no_grad()
+def forward_from_parts(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
+    """The whole model: embed, every block, final norm, unembed. Equals ``model(tokens)``."""
+    resid = embed(model, tokens)
+    rotary = position_embeddings(model, tokens)
+    for block in model.blocks:
+        _mid, resid = block_forward(block, resid, rotary)
+    return unembed(model, resid)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decomposition, direct logit attribution, logit lens
+# ---------------------------------------------------------------------------------------------
+
+def component_labels(n_layers: int) -> list[str]:
+    """``["embed", "attn_0", "mlp_0", "attn_1", ..., "mlp_{n_layers-1}"]``: the order they are added."""
+    labels = ["embed"]
+    for layer in range(n_layers):
+        labels += [f"attn_{layer}", f"mlp_{layer}"]
+    return labels
+
+
+def decompose_resid(cache, n_layers: int) -> tuple[Float[Tensor, "component batch pos d_model"], list[str]]:
+    """The final residual stream as a stack of the terms that were added to it, in order.
+
+    ``components.sum(0)`` equals ``cache[f"blocks.{n_layers-1}.hook_resid_post"]`` (up to float32
+    rounding), and the first ``2 * L + 1`` terms sum to ``blocks.L.hook_resid_pre``.
+    """
+    parts = [cache["hook_embed"]]
+    for layer in range(n_layers):
+        parts += [cache[f"blocks.{layer}.hook_attn_out"], cache[f"blocks.{layer}.hook_mlp_out"]]
+    return torch.stack(parts), component_labels(n_layers)
+
+
+def direct_logit_attribution(model, components: Float[Tensor, "component batch pos d_model"],
+                             final_scale: Float[Tensor, "batch pos 1"],
+                             token_id: int) -> Float[Tensor, "component batch pos"]:
+    """Each component's direct contribution to the logit of ``token_id``.
+
+    The final RMSNorm divides the whole stream by one number per position (``ln_final.hook_scale``);
+    freezing that number makes the map from stream to logits linear, so the logit splits into one term
+    per component: ``(component / scale) * ln_final.w @ W_U[:, token]``. The terms plus ``b_U[token]``
+    sum to the model's logit. "Direct" means the path straight to the unembedding: what a component
+    does through later layers is not counted.
+    """
+    direction = model.ln_final.w * model.W_U[:, token_id]  # [d_model]
+    return (components / final_scale) @ direction
+
+
+def resid_stack(cache, n_layers: int) -> Float[Tensor, "layer batch pos d_model"]:
+    """The stream after 0, 1, ..., n_layers blocks: ``resid_pre`` of each layer, then the final
+    ``resid_post`` (``n_layers + 1`` rows)."""
+    rows = [cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(n_layers)]
+    rows.append(cache[f"blocks.{n_layers - 1}.hook_resid_post"])
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def logit_lens(model, cache, pos: int = -1) -> Float[Tensor, "layer batch d_vocab"]:
+    """Read the stream after every block as if it were the last one: log-probabilities of
+    ``log_softmax(ln_final(resid) @ W_U + b_U)`` at position ``pos``, for 0..n_layers blocks.
+
+    Row ``n_layers`` is the model's own output; row 0 is the embedding alone.
+    """
+    resid = resid_stack(cache, model.cfg.n_layers)[:, :, pos]  # [layer batch d_model]
+    return unembed(model, resid).log_softmax(dim=-1)
+
+
+def answer_rank(log_probs: Float[Tensor, "... d_vocab"], token_id: int) -> Int[Tensor, "..."]:
+    """Rank of ``token_id`` (0 = most likely) in each distribution."""
+    return (log_probs > log_probs[..., token_id : token_id + 1]).sum(dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots (each returns a matplotlib figure)
+# ---------------------------------------------------------------------------------------------
+
+_COLOURS = {"embed": "tab:gray", "attn": "tab:blue", "mlp": "tab:orange"}
+
+
+def _kind(label: str) -> str:
+    return label.split("_")[0]
+
+
+def _floats(values) -> list[float]:
+    """Plain floats from a tensor or sequence (detached: plotting never needs gradients)."""
+    if isinstance(values, Tensor):
+        return values.detach().float().cpu().flatten().tolist()
+    return [float(v) for v in values]
+
+
+def plot_direct_logit_attribution(dla: Float[Tensor, "component"], labels: Sequence[str], title: str = ""):
+    """Bar chart of per-component direct logit attribution, coloured by kind (embed / attn / mlp)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    values = _floats(dla)
+    if len(values) != len(labels):
+        raise ValueError(f"{len(values)} values but {len(labels)} labels")
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    ax.bar(range(len(values)), values, color=[_COLOURS.get(_kind(lab), "tab:green") for lab in labels])
+    ax.axhline(0, color="black", linewidth=0.6)
+    ticks = [i for i, lab in enumerate(labels) if lab == "embed" or lab.endswith(("_0", "5"))]
+    ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=45, ha="right")
+    ax.set_ylabel("direct logit attribution")
+    ax.set_title(title or "Direct contribution of each component to the answer's logit")
+    ax.legend(handles=[Patch(color=c, label=k) for k, c in _COLOURS.items()], loc="upper left")
+    fig.tight_layout()
+    plt.close(fig)  # the caller displays it; avoids a second copy in notebooks
+    return fig
+
+
+def plot_logit_lens(p_answer: Float[Tensor, "layer"], top_tokens: Sequence[str], answer: str = "answer",
+                    p_top: Float[Tensor, "layer"] | None = None, title: str = ""):
+    """p(answer) after each number of blocks, with the top-1 token written above every point."""
+    import matplotlib.pyplot as plt
+
+    xs = list(range(len(p_answer)))
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    ax.plot(xs, _floats(p_answer), marker="o", label=f"p({answer!r})")
+    if p_top is not None:
+        ax.plot(xs, _floats(p_top), marker=".", linestyle="--", color="tab:gray", label="p(top-1 token)")
+    for x, token in zip(xs, top_tokens):
+        ax.annotate(repr(token), (x, 1.02), rotation=70, fontsize=7, ha="left", va="bottom",
+                    xycoords=("data", "axes fraction"))
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("blocks applied (0 = embedding only)")
+    ax.set_ylabel("probability")
+    ax.set_title(title or "Logit lens: the stream read through the final norm and unembedding", pad=60)
+    ax.legend(loc="center left")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def plot_stream_norms(norms: Float[Tensor, "layer"], normed_norms: Float[Tensor, "layer"] | None = None,
+                      title: str = ""):
+    """Norm of the residual stream after each number of blocks (and, optionally, of its normalised copy)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(_floats(norms), marker="o", label="residual stream ‖x‖")
+    if normed_norms is not None:
+        ax.plot(_floats(normed_norms), marker=".", label="RMSNorm(x) / gain (what a sub-layer reads)")
+    ax.set_xlabel("blocks applied")
+    ax.set_ylabel("L2 norm")
+    ax.set_title(title or "The stream grows; the normalised copy does not")
+    ax.legend()
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def top_tokens_table(log_probs: Float[Tensor, "layer d_vocab"], tokenizer, k: int = 5,
+                     layers: Sequence[int] | None = None) -> list[str]:
+    """One text line per layer: the k most likely tokens and their probabilities."""
+    layers = range(log_probs.shape[0]) if layers is None else layers
+    lines = []
+    for layer in layers:
+        values, ids = log_probs[layer].exp().topk(k)
+        items = "  ".join(f"{tokenizer.decode([int(i)])!r} {float(v):.2f}" for v, i in zip(values, ids))
+        lines.append(f"after {layer:2d} blocks: {items}")
+    return lines
+
+
+def logit_lens_explorer(log_probs: Float[Tensor, "layer d_vocab"], tokenizer, k: int = 8,
+                        static: bool | None = None):
+    """A layer slider showing the top-k tokens of the logit lens at the chosen layer.
+
+    Returns an ipywidgets ``VBox`` (slider + output) when ipywidgets is installed and ``static`` is
+    not True; otherwise (no ipywidgets, a static render such as GitHub, or ``static=True``) a
+    matplotlib figure with the top-k tokens at every layer, so nothing is lost without a kernel.
+    """
+    if not static:
+        try:
+            import ipywidgets as widgets
+        except ImportError:
+            static = True
+    if static:
+        return _logit_lens_grid(log_probs, tokenizer, k=min(k, 5))
+
+    from IPython.display import display
+
+    n = log_probs.shape[0]
+    slider = widgets.IntSlider(value=n - 1, min=0, max=n - 1, description="blocks", continuous_update=False)
+    out = widgets.Output()
+
+    def show(change=None):
+        out.clear_output(wait=True)
+        with out:
+            display(_top_k_bar(log_probs[slider.value], tokenizer, k, slider.value))
+
+    slider.observe(show, names="value")
+    show()
+    return widgets.VBox([slider, out])
+
+
+def _top_k_bar(log_probs: Float[Tensor, "d_vocab"], tokenizer, k: int, layer: int):
+    import matplotlib.pyplot as plt
+
+    values, ids = log_probs.exp().topk(k)
+    fig, ax = plt.subplots(figsize=(6, 0.35 * k + 1))
+    ax.barh([repr(tokenizer.decode([int(i)])) for i in ids][::-1], _floats(values)[::-1])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability")
+    ax.set_title(f"logit lens after {layer} blocks")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def _logit_lens_grid(log_probs: Float[Tensor, "layer d_vocab"], tokenizer, k: int = 5):
+    import matplotlib.pyplot as plt
+
+    probs = log_probs.exp()
+    values, ids = probs.topk(k, dim=-1)  # [layer k]
+    n = probs.shape[0]
+    fig, ax = plt.subplots(figsize=(1.3 * k + 1.5, 0.28 * n + 1))
+    ax.imshow(values.detach().float().cpu().numpy(), aspect="auto", cmap="Blues", vmin=0, vmax=1)
+    for layer in range(n):
+        for rank in range(k):
+            ax.text(rank, layer, tokenizer.decode([int(ids[layer, rank])]).strip() or repr(tokenizer.decode([int(ids[layer, rank])])),
+                    ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(k), [f"top {r + 1}" for r in range(k)])
+    ax.set_yticks(range(n))
+    ax.set_ylabel("blocks applied")
+    ax.set_title("Logit lens: top tokens after each block (colour = probability)")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -1,0 +1,209 @@
+"""Tests of course_utils.residual_stream (lesson 01) and of its checks."""
+
+import matplotlib
+import pytest
+import torch
+
+from course_utils import residual_stream as rs
+from course_utils.checks import CheckFailed
+from course_utils.checks import residual_stream as checks
+from course_utils.predictions import answer_token_id
+
+matplotlib.use("Agg")
+
+PROMPT = "The Eiffel Tower is located in the city of"
+
+
+@pytest.fixture(scope="module")
+def run(model):
+    tokens = model.to_tokens(PROMPT)
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens)
+    return tokens, logits, cache
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def test_embed_is_hook_embed(model, run):
+    tokens, _, cache = run
+    assert torch.equal(rs.embed(model, tokens), cache["hook_embed"])
+
+
+def test_expand_kv_heads_groups_consecutive_query_heads():
+    kv = torch.arange(3.0).view(1, 1, 3, 1)  # KV heads 0, 1, 2
+    assert rs.expand_kv_heads(kv, 9).flatten().tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    with pytest.raises(ValueError):
+        rs.expand_kv_heads(kv, 8)
+
+
+def test_heads_sum_to_attn_out(model, run):
+    _, _, cache = run
+    for layer in (0, 29):
+        z = rs.attention_z(cache[f"blocks.{layer}.attn.hook_pattern"], cache[f"blocks.{layer}.attn.hook_v"])
+        torch.testing.assert_close(z, cache[f"blocks.{layer}.attn.hook_z"], atol=1e-5, rtol=1e-5)
+        heads = rs.head_outputs(model, z, layer)
+        assert heads.shape == (1, 11, model.cfg.n_heads, model.cfg.d_model)
+        torch.testing.assert_close(heads.sum(2), cache[f"blocks.{layer}.hook_attn_out"], atol=1e-4, rtol=1e-5)
+
+
+def test_block_forward_and_forward_from_parts(model, run):
+    tokens, logits, cache = run
+    rotary = rs.position_embeddings(model, tokens)
+    with torch.no_grad():
+        mid, post = rs.block_forward(model.blocks[5], cache["blocks.5.hook_resid_pre"], rotary)
+    torch.testing.assert_close(mid, cache["blocks.5.hook_resid_mid"], atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(post, cache["blocks.5.hook_resid_post"], atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(rs.forward_from_parts(model, tokens), logits, atol=1e-3, rtol=1e-5)
+
+
+def test_decomposition_sums_and_dla_adds_up_to_logit(model, run):
+    _, logits, cache = run
+    components, labels = rs.decompose_resid(cache, model.cfg.n_layers)
+    assert labels[:3] == ["embed", "attn_0", "mlp_0"] and len(labels) == 2 * model.cfg.n_layers + 1
+    torch.testing.assert_close(components.sum(0), cache["blocks.29.hook_resid_post"], atol=1e-2, rtol=1e-6)
+    paris = answer_token_id(model, " Paris")
+    dla = rs.direct_logit_attribution(model, components, cache["ln_final.hook_scale"], paris)
+    assert dla.shape == components.shape[:-1]
+    torch.testing.assert_close(dla.sum(0) + model.b_U[paris], logits[..., paris], atol=1e-3, rtol=1e-4)
+
+
+def test_logit_lens_last_row_is_model_output(model, run):
+    _, logits, cache = run
+    lens = rs.logit_lens(model, cache)
+    assert lens.shape == (model.cfg.n_layers + 1, 1, model.cfg.d_vocab)
+    torch.testing.assert_close(lens[-1], logits[:, -1].log_softmax(-1), atol=1e-4, rtol=1e-5)
+    paris = answer_token_id(model, " Paris")
+    ranks = rs.answer_rank(lens[:, 0], paris)
+    assert ranks[-1] == 0 and ranks[0] > 0
+
+
+def test_answer_rank_counts_strictly_larger():
+    log_probs = torch.tensor([[0.1, 0.5, 0.3], [0.9, 0.0, 0.0]]).log()
+    assert rs.answer_rank(log_probs, 2).tolist() == [1, 1]
+
+
+def test_plots_return_figures(model, run):
+    from matplotlib.figure import Figure
+
+    _, _, cache = run
+    components, labels = rs.decompose_resid(cache, model.cfg.n_layers)
+    dla = rs.direct_logit_attribution(model, components, cache["ln_final.hook_scale"], 7042)[:, 0, -1]
+    assert isinstance(rs.plot_direct_logit_attribution(dla, labels), Figure)
+    with pytest.raises(ValueError):
+        rs.plot_direct_logit_attribution(dla[:-1], labels)
+    lens = rs.logit_lens(model, cache)[:, 0]
+    tops = [model.tokenizer.decode([int(i)]) for i in lens.argmax(-1)]
+    assert isinstance(rs.plot_logit_lens(lens[:, 7042].exp(), tops, " Paris", lens.max(-1).values.exp()), Figure)
+    assert isinstance(rs.plot_stream_norms(torch.arange(5.0), torch.ones(5)), Figure)
+    assert isinstance(rs.logit_lens_explorer(lens, model.tokenizer, static=True), Figure)
+    assert len(rs.top_tokens_table(lens, model.tokenizer, k=3, layers=[0, 30])) == 2
+
+
+def test_explorer_is_a_widget_when_ipywidgets_is_installed(model, run):
+    widgets = pytest.importorskip("ipywidgets")
+    _, _, cache = run
+    lens = rs.logit_lens(model, cache)[:, 0]
+    explorer = rs.logit_lens_explorer(lens, model.tokenizer)
+    assert isinstance(explorer, widgets.VBox)
+    slider = explorer.children[0]
+    slider.value = 3  # moving the slider re-renders without error
+    assert slider.max == model.cfg.n_layers
+
+
+# --- checks pass on the reference and fail on wrong code ------------------------------------------
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError()
+
+
+REFERENCE = [
+    (checks.check_embed, rs.embed),
+    (checks.check_attention_z, rs.attention_z),
+    (checks.check_head_outputs, rs.head_outputs),
+    (checks.check_block_forward, rs.block_forward),
+    (checks.check_forward_from_parts, rs.forward_from_parts),
+    (checks.check_decompose_resid, rs.decompose_resid),
+    (checks.check_direct_logit_attribution, rs.direct_logit_attribution),
+    (checks.check_logit_lens, rs.logit_lens),
+]
+
+
+@pytest.mark.parametrize("check, reference", REFERENCE, ids=[c.__name__ for c, _ in REFERENCE])
+def test_check_passes_on_reference(model, check, reference):
+    check(reference, model)
+    check(reference, model, hidden=True)
+
+
+@pytest.mark.parametrize("check", [c for c, _ in REFERENCE], ids=[c.__name__ for c, _ in REFERENCE])
+def test_check_fails_on_stub(model, check):
+    with pytest.raises(CheckFailed, match="not implemented"):
+        check(_stub, model)
+
+
+def _tiled_attention_z(pattern, v):
+    return torch.einsum("bhqk,bkhd->bqhd", pattern, v.repeat(1, 1, pattern.shape[1] // v.shape[2], 1))
+
+
+def _block_post_norm(block, resid_pre, rotary):  # the tutor's version: normalise the stream after each add
+    attn_out, _ = block.attn(block.ln1(resid_pre), position_embeddings=rotary, attention_mask=None)
+    resid_mid = block.ln2(resid_pre + attn_out)
+    return resid_mid, block.ln2(resid_mid + block.mlp(resid_mid))
+
+
+def _forward_via_model(model, tokens):
+    return model(tokens)
+
+
+def _forward_without_final_norm(model, tokens):
+    resid = rs.embed(model, tokens)
+    rotary = rs.position_embeddings(model, tokens)
+    for block in model.blocks:
+        _, resid = rs.block_forward(block, resid, rotary)
+    return resid @ model.W_U + model.b_U
+
+
+def _decompose_without_embed(cache, n_layers):
+    components, labels = rs.decompose_resid(cache, n_layers)
+    return components[1:], labels[1:]
+
+
+def _decompose_mlp_first(cache, n_layers):
+    components, labels = rs.decompose_resid(cache, n_layers)
+    order = [0] + [i for layer in range(n_layers) for i in (2 * layer + 2, 2 * layer + 1)]
+    return components[order], labels
+
+
+def _dla_without_gain(model, components, scale, token_id):
+    return (components / scale) @ model.W_U[:, token_id]
+
+
+def _lens_probabilities(model, cache, pos=-1):
+    return rs.logit_lens(model, cache, pos).exp()
+
+
+def _lens_without_norm(model, cache, pos=-1):
+    resid = rs.resid_stack(cache, model.cfg.n_layers)[:, :, pos]
+    return (resid @ model.W_U + model.b_U).log_softmax(-1)
+
+
+WRONG = [
+    (checks.check_embed, lambda model, tokens: model.W_E[tokens][0], "batch"),
+    (checks.check_embed, lambda model, tokens: model.W_U.T[tokens] * 2, "values differ"),
+    (checks.check_attention_z, _tiled_attention_z, "tiled"),
+    (checks.check_head_outputs, lambda model, z, layer: rs.head_outputs(model, z, layer).sum(2), "heads separate"),
+    (checks.check_head_outputs, lambda model, z, layer: rs.head_outputs(model, z, (layer + 1) % 30), "values differ"),
+    (checks.check_block_forward, _block_post_norm, "values differ"),
+    (checks.check_forward_from_parts, _forward_via_model, "not model"),
+    (checks.check_forward_from_parts, _forward_without_final_norm, "values differ"),
+    (checks.check_decompose_resid, _decompose_without_embed, "labels"),
+    (checks.check_decompose_resid, _decompose_mlp_first, "first 2 components"),
+    (checks.check_direct_logit_attribution, _dla_without_gain, "values differ"),
+    (checks.check_logit_lens, _lens_probabilities, "log-probabilities"),
+    (checks.check_logit_lens, _lens_without_norm, "values differ"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, message", WRONG, ids=[f"{c.__name__}-{m}" for c, _, m in WRONG])
+def test_check_fails_on_wrong_code(model, check, wrong, message):
+    with pytest.raises(CheckFailed, match=message):
+        check(wrong, model)
