@@ -1,0 +1,100 @@
+"""The recorder that runs inside a student's kernel during grading.
+
+Around each trusted check cell the grader runs ``begin(grade_id, names, globals())`` and
+``end()``. ``begin`` replaces every learner-defined name the check uses by a recording wrapper
+(functions) or exports its value (data); while the check runs, every call of a learner function
+is written down with its arguments and its result, encoded by ``codec``; ``end`` restores the
+names and writes ``<grade_id>.json`` + ``<grade_id>.bin`` into the record folder.
+
+Nothing here is trusted. A student can replace or break this recorder, but all it produces is a
+claim "my function returned X for input Y"; the grader checks every claim in its own process
+against the truth for its own inputs, so a tampered record can only lose points.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any
+
+from .codec import Encoder, type_name
+
+MAX_CALLS = 10_000
+
+
+class Recorder:
+    def __init__(self, folder: str):
+        self.folder = folder
+        self._reset()
+
+    def _reset(self) -> None:
+        self.grade_id = None
+        self.calls: list[dict] = []
+        self.names: dict[str, Any] = {}
+        self.saved: dict[str, Any] = {}
+        self.namespace: dict | None = None
+        self.handles: dict[int, Any] = {}
+        self.encoder = Encoder(on_callable=self._handle_for)
+
+    def _handle_for(self, fn) -> int:
+        handle = len(self.handles) + 1
+        self.handles[handle] = fn
+        return handle
+
+    def begin(self, grade_id: str, names: list[str], namespace: dict) -> None:
+        self._reset()
+        self.grade_id = grade_id
+        self.namespace = namespace
+        for name in names:
+            if name not in namespace:
+                self.names[name] = {"missing": True}
+                continue
+            value = namespace[name]
+            self.saved[name] = value
+            encoded = self.encoder.encode(value)
+            self.names[name] = {"value": encoded}
+            if isinstance(encoded, dict) and "__callable__" in encoded:
+                namespace[name] = self._wrap(encoded["__callable__"], value)
+
+    def _wrap(self, handle: int, fn):
+        recorder = self
+
+        def recorded(*args, **kwargs):
+            entry = {"handle": handle}
+            if len(recorder.calls) < MAX_CALLS:
+                entry["args"] = recorder.encoder.encode(list(args))
+                entry["kwargs"] = recorder.encoder.encode(dict(kwargs))
+                recorder.calls.append(entry)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as error:  # recorded, then re-raised unchanged
+                entry["error"] = {"type": type(error).__name__, "message": str(error)[:2000]}
+                raise
+            encoded = recorder.encoder.encode(result)
+            entry["result"] = encoded
+            if isinstance(encoded, dict) and "__callable__" in encoded:
+                return recorder._wrap(encoded["__callable__"], result)
+            return result
+
+        try:
+            functools.update_wrapper(recorded, fn)
+        except (AttributeError, TypeError):
+            recorded.__name__ = str(getattr(fn, "__name__", "function"))
+        recorded.__wrapped__ = fn
+        return recorded
+
+    def end(self) -> None:
+        if self.grade_id is None:
+            return
+        if self.namespace is not None:
+            self.namespace.update(self.saved)
+        record = {"grade_id": self.grade_id, "names": self.names, "calls": self.calls,
+                  "handles": {str(h): type_name(f) for h, f in self.handles.items()}}
+        base = os.path.join(self.folder, self.grade_id)
+        with open(base + ".bin", "wb") as f:
+            f.write(self.encoder.blob)
+        with open(base + ".json.tmp", "w") as f:
+            json.dump(record, f)
+        os.replace(base + ".json.tmp", base + ".json")
+        self._reset()

@@ -1,0 +1,211 @@
+"""The trusted side: replay each graded cell in the grader's own process on the kernel's records.
+
+``Judge(lesson)`` runs the solution notebook once, in this process (no student code involved), and
+keeps a snapshot of its namespace at every graded cell: the model, the check module and the
+reference inputs as the lesson built them. ``judge.grade(grade_cell, record)`` then runs the trusted
+graded cell (hidden tests included) on that snapshot, with every learner name replaced by what the
+student's kernel produced: data as decoded values, functions as ``Replay`` stand-ins that return
+the outputs the kernel recorded, after checking that the inputs are the ones this process passes.
+The pass/fail decision is therefore made by this process's own ``course_utils.checks``, against the
+truth this process computes; the kernel's printed output and its own check verdicts are ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+
+from . import codec
+from .lesson import GradeCell, Lesson
+
+MAX_RECORD_BYTES = codec.MAX_BLOB_BYTES + (64 << 20)
+
+
+class ReplayMismatch(Exception):
+    """The grader called a learner function with inputs the kernel has no recorded output for."""
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    message: str
+
+
+def _tensor_like(value) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor)
+
+
+def same_input(ours, theirs, atol: float = 1e-4, rtol: float = 1e-3) -> bool:
+    """Whether an argument the grader passes matches the one the kernel recorded."""
+    import torch
+
+    if isinstance(theirs, codec.Opaque):
+        return not isinstance(ours, (str, int, float, list, tuple, dict, type(None))) and not _tensor_like(ours) \
+            and theirs.type_name == codec.type_name(ours)
+    if isinstance(theirs, Replay):
+        return callable(ours)
+    if _tensor_like(ours):
+        if not isinstance(theirs, torch.Tensor) or ours.shape != theirs.shape or ours.dtype != theirs.dtype:
+            return False
+        a, b = ours.detach().cpu(), theirs
+        if a.is_floating_point() or a.is_complex():
+            return bool(torch.allclose(a, b, atol=atol, rtol=rtol, equal_nan=True))
+        return bool(torch.equal(a, b))
+    if type(ours) in (list, tuple):
+        return type(theirs) is type(ours) and len(ours) == len(theirs) and all(
+            same_input(a, b, atol, rtol) for a, b in zip(ours, theirs))
+    if type(ours) is dict:
+        return type(theirs) is dict and ours.keys() == theirs.keys() and all(
+            same_input(ours[k], theirs[k], atol, rtol) for k in ours)
+    if type(ours) is float and type(theirs) is float:
+        return math.isclose(ours, theirs, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(ours) and math.isnan(theirs))
+    if ours is None or type(ours) in (bool, int, str, float):
+        return type(theirs) is type(ours) and theirs == ours
+    # anything else the grader passes (the model, a hook point...) is matched by type
+    return isinstance(theirs, codec.Opaque) and theirs.type_name == codec.type_name(ours)
+
+
+class Replay:
+    """Stands for a learner function: returns the kernel's recorded outputs, in order."""
+
+    def __init__(self, state: "_ReplayState", handle: int, name: str):
+        self._state, self._handle = state, handle
+        self.__name__ = self.__qualname__ = name
+
+    def __call__(self, *args, **kwargs):
+        return self._state.next_result(self._handle, self.__name__, list(args), dict(kwargs))
+
+    def __repr__(self) -> str:
+        return f"<your function {self.__name__}>"
+
+
+class _ReplayState:
+    def __init__(self, record: dict, blob: bytes):
+        self.decoder = codec.Decoder(blob, on_callable=lambda h, n: Replay(self, h, n))
+        self.queues: dict[int, list[dict]] = {}
+        calls = record.get("calls", [])
+        if type(calls) is not list:
+            raise codec.DecodeError("bad calls list")
+        for call in calls:
+            if type(call) is not dict or type(call.get("handle")) is not int:
+                raise codec.DecodeError("bad call")
+            self.queues.setdefault(call["handle"], []).append(call)
+
+    def next_result(self, handle: int, name: str, args: list, kwargs: dict):
+        queue = self.queues.get(handle, [])
+        if not queue:
+            raise ReplayMismatch(f"no recorded output: your notebook did not complete this call of `{name}` "
+                                 "during grading (an earlier error, a timeout, or an altered check)")
+        call = queue.pop(0)
+        if "args" not in call:
+            raise ReplayMismatch(f"too many calls of `{name}` to record")
+        theirs_args = self.decoder.decode(call["args"])
+        theirs_kwargs = self.decoder.decode(call.get("kwargs", {"__dict__": []}))
+        if not (same_input(args, theirs_args) and same_input(kwargs, theirs_kwargs)):
+            raise ReplayMismatch(f"`{name}` was called with different inputs in your notebook than by the grader "
+                                 "(was the check cell changed?)")
+        if "error" in call:
+            error = call["error"] if type(call["error"]) is dict else {}
+            kind, message = str(error.get("type", "Error"))[:100], str(error.get("message", ""))[:2000]
+            if kind == "NotImplementedError":
+                raise NotImplementedError(message)
+            if kind == "KeyboardInterrupt":
+                raise ReplayMismatch(f"`{name}` was interrupted (it ran past the time limit)")
+            raise type(kind if kind.isidentifier() else "Error", (Exception,), {})(message)
+        if "result" not in call:
+            raise ReplayMismatch(f"`{name}` did not return (interrupted or killed)")
+        return self.decoder.decode(call["result"])
+
+
+def read_record(folder: str, grade_id: str) -> tuple[dict, bytes] | None:
+    base = os.path.join(folder, grade_id)
+    try:
+        json_size, bin_size = os.path.getsize(base + ".json"), os.path.getsize(base + ".bin")
+    except OSError:
+        return None
+    if json_size + bin_size > MAX_RECORD_BYTES:
+        raise codec.DecodeError(f"record of {json_size + bin_size} bytes is too large")
+    with open(base + ".json", "rb") as f:
+        record = json.loads(f.read())
+    with open(base + ".bin", "rb") as f:
+        blob = f.read()
+    if type(record) is not dict:
+        raise codec.DecodeError("record is not an object")
+    return record, blob
+
+
+class Judge:
+    def __init__(self, lesson: Lesson):
+        self.lesson = lesson
+        self.snapshots: dict[str, dict] = {}
+        self._run_solution()
+
+    def _run_solution(self) -> None:
+        from IPython.core.interactiveshell import InteractiveShell
+
+        import matplotlib
+
+        matplotlib.use("Agg")
+        shell = InteractiveShell.instance()
+        grade_at = {c.index: c.grade_id for c in self.lesson.grade_cells}
+        last = max(grade_at)
+        sink = io.StringIO()
+        for index, cell in enumerate(self.lesson.notebook.cells[: last + 1]):
+            if cell.cell_type != "code":
+                continue
+            if index in grade_at:
+                self.snapshots[grade_at[index]] = dict(shell.user_ns)
+                continue
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                result = shell.run_cell(cell.source, store_history=False, silent=True)
+            if not result.success:
+                raise RuntimeError(f"{self.lesson.path.name} cell {index} fails in the grader's process: "
+                                   f"{result.error_before_exec or result.error_in_exec!r}")
+            sink.seek(0)
+            sink.truncate()
+
+    def grade(self, cell: GradeCell, record_folder: str) -> Verdict:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        from .. import checks
+
+        try:
+            found = read_record(record_folder, cell.grade_id)
+        except (codec.DecodeError, ValueError, RecursionError) as error:
+            return Verdict(False, f"unreadable record from the kernel: {error}")
+        if found is None:
+            return Verdict(False, "the check cell did not complete in your notebook's kernel")
+        record, blob = found
+        try:
+            state = _ReplayState(record, blob)
+            names = record.get("names", {})
+            if type(names) is not dict:
+                raise codec.DecodeError("bad names")
+            namespace = dict(self.snapshots[cell.grade_id])
+            for name in cell.learner_names:
+                entry = names.get(name)
+                if type(entry) is not dict or entry.get("missing") or "value" not in entry:
+                    namespace.pop(name, None)  # a NameError below, as in the student's notebook
+                else:
+                    namespace[name] = state.decoder.decode(entry["value"])
+        except (codec.DecodeError, RecursionError, ValueError, TypeError) as error:
+            return Verdict(False, f"unreadable record from the kernel: {error}")
+        code = compile(TransformerManager().transform_cell(cell.source), f"<{cell.grade_id}>", "exec")
+        before = len(checks.RESULTS)
+        sink = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                exec(code, namespace)
+        except checks.CheckFailed as failure:
+            return Verdict(False, failure.result.line())
+        except Exception as error:  # NameError for a missing function, a ReplayMismatch, a decode problem...
+            lines = [r.line() for r in checks.RESULTS[before:]]
+            return Verdict(False, "; ".join(lines + [f"{type(error).__name__}: {error}"])[:2000])
+        lines = [r.line().replace(f" — {checks.HIDDEN_NOTE}", "") for r in checks.RESULTS[before:]]
+        return Verdict(True, "; ".join(lines) or "passed")
