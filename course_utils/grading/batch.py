@@ -31,7 +31,8 @@ FIRST_UID = 61000
 
 @dataclass
 class Settings:
-    cell_timeout: float = 120.0        # seconds per cell (an exercise's check cell included)
+    cell_timeout: float = 60.0         # seconds per exercise cell and per graded (check) cell
+    other_cell_timeout: float = 300.0  # seconds per other cell (loading the model...)
     submission_timeout: float = 900.0  # seconds for everything one submission runs
     start_timeout: float = 90.0        # seconds for the kernel to start
     memory_gb: float = 6.0             # address-space cap of the kernel process (RLIMIT_AS)
@@ -168,7 +169,9 @@ def _run_and_judge(index, nb, lesson, settings, hidden, result) -> None:
                 source = "__rsl_grading__.end()"
             else:
                 source = cell.source
-            run = session.run(source, min(settings.cell_timeout, remaining))
+            graded = cell.kind == "check" or cell.grade_id in lesson.exercise_ids
+            limit = settings.cell_timeout if graded else settings.other_cell_timeout
+            run = session.run(source, min(limit, remaining))
             where = (f"cell {cell.student_index} of the notebook" if cell.kind == "student"
                      else f"graded cell {cell.grade_id}")
             if cell.kind == "check":
@@ -326,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("submissions", type=Path, help="folder of submitted notebooks (searched recursively)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="folder for LESSON.csv and LESSON.json")
     defaults = Settings()
-    parser.add_argument("--timeout", type=float, default=defaults.cell_timeout, help="seconds per cell")
+    parser.add_argument("--timeout", type=float, default=defaults.cell_timeout,
+                        help="seconds per exercise cell and per check cell")
+    parser.add_argument("--other-cell-timeout", type=float, default=defaults.other_cell_timeout,
+                        help="seconds per other cell (setup, model loading)")
     parser.add_argument("--submission-timeout", type=float, default=defaults.submission_timeout)
     parser.add_argument("--memory-gb", type=float, default=defaults.memory_gb, help="kernel address-space cap")
     parser.add_argument("--workers", type=int, default=0, help="parallel submissions (default: CPU cores)")
@@ -334,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.submissions.is_dir():
         parser.error(f"{args.submissions} is not a folder")
-    settings = Settings(cell_timeout=args.timeout, submission_timeout=args.submission_timeout,
+    settings = Settings(cell_timeout=args.timeout, other_cell_timeout=args.other_cell_timeout,
+                        submission_timeout=args.submission_timeout,
                         memory_gb=args.memory_gb, workers=args.workers, isolate=not args.no_isolation)
 
     def progress(r: SubmissionResult) -> None:

@@ -162,11 +162,13 @@ def read_submission(data: bytes, lesson: Lesson) -> nbformat.NotebookNode:
         raise SubmissionError(f"not a notebook: malformed JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
     except RecursionError:
         raise SubmissionError("not a notebook: JSON nested too deeply") from None
-    if not isinstance(raw, dict) or "cells" not in raw:
+    if isinstance(raw, dict) and "nbformat" in raw and raw["nbformat"] != 4:
+        raise SubmissionError(f"unsupported notebook format nbformat={raw['nbformat']!r}: expected 4 "
+                              "(open and save it with a current Jupyter or JupyterLab)")
+    if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
         raise SubmissionError("not a notebook: the JSON has no 'cells' list")
-    major = raw.get("nbformat")
-    if major != 4:
-        raise SubmissionError(f"unsupported notebook format nbformat={major!r}: expected 4 (save it with Jupyter 4+ / JupyterLab)")
+    if raw.get("nbformat") != 4:
+        raise SubmissionError("unsupported notebook format: no nbformat=4 field")
     try:
         nb = nbformat.from_dict(raw)
         if not isinstance(nb.cells, list) or not all(

@@ -1,0 +1,220 @@
+"""Tests of the grader (course_utils.grading): hostile and honest submissions, inputs untouched,
+record decoding, and interoperability with a real nbgrader 0.9.6 in its own virtual environment."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_utils.exercises import NOTEBOOKS, ROOT, SOLUTIONS
+from course_utils.grading import codec
+from course_utils.grading.batch import Settings, grade_folder, trusted_fingerprint
+from course_utils.grading.judge import same_input
+from course_utils.grading.lesson import SubmissionError, kernel_plan, load_lesson, read_submission
+from course_utils.grading.sandbox import can_isolate
+
+sys.path.insert(0, str(Path(__file__).parent / "grading_fixtures"))
+import lesson00  # noqa: E402  (fixture builder, lives next to this file)
+
+LESSON = "00_first_look"
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------ fast: no kernel
+
+@pytest.fixture(scope="module")
+def lesson():
+    return load_lesson(LESSON)
+
+
+def test_lesson_lists_graded_cells_and_learner_names(lesson):
+    assert [c.grade_id for c in lesson.grade_cells] == ["check00_next_token_probs", "check00_top_k"]
+    assert lesson.cell("check00_next_token_probs").learner_names == ["next_token_probs"]
+    assert lesson.cell("check00_top_k").learner_names == ["top_k"]  # `model`, `checks` come from the grader
+    assert all("### BEGIN HIDDEN TESTS" in c.source for c in lesson.grade_cells)
+    assert lesson.max_points == 2
+
+
+@pytest.mark.parametrize("name", sorted(lesson00.invalid_files()))
+def test_invalid_files_get_a_clear_error(lesson, name):
+    data, expected = lesson00.invalid_files()[name]
+    with pytest.raises(SubmissionError, match=expected):
+        read_submission(data, lesson)
+
+
+def test_plan_restores_trusted_check_cells_and_adds_missing_ones(lesson):
+    nb = lesson00.kernel_submissions(False)["fake_pass.ipynb"][0]
+    nb.cells = [c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") != "check00_top_k"]
+    plan, notes = kernel_plan(read_submission(nbformat.writes(nb).encode(), lesson), lesson)
+    checks = [c for c in plan if c.kind == "check"]
+    assert [c.grade_id for c in checks] == ["check00_next_token_probs", "check00_top_k"]
+    assert all(c.source == lesson.cell(c.grade_id).source for c in checks)  # hidden tests included
+    assert not any(c.source.startswith('print("✅ 00.') for c in plan)  # the student's fake check cells
+    kinds = [c.kind for c in plan]
+    assert kinds[-3:] == ["begin", "check", "end"] and notes == []
+
+
+def test_student_notebook_ships_no_hidden_tests_or_solutions():
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        text = path.read_text()
+        assert "BEGIN HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text, path
+        assert "hidden=True" not in text, path
+
+
+def test_codec_rebuilds_plain_objects_only():
+    import torch
+
+    class Liar(list):
+        def __eq__(self, other):
+            return True
+
+    encoder = codec.Encoder()
+    data = encoder.encode([Liar([1, 2]), torch.arange(4.0).as_subclass(type("T", (torch.Tensor,), {})),
+                           ("a", 1.5, None), {"k": float("nan")}, object()])
+    decoded = codec.Decoder(bytes(encoder.blob)).decode(json.loads(json.dumps(data)))
+    liar, tensor, triple, mapping, opaque = decoded
+    assert isinstance(liar, codec.Opaque) and "Liar" in liar.type_name  # a subclass is never rebuilt
+    assert type(tensor) is torch.Tensor and tensor.tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert triple == ("a", 1.5, None) and type(triple) is tuple
+    assert mapping["k"] != mapping["k"]  # nan survives
+    assert isinstance(opaque, codec.Opaque) and opaque != opaque.type_name
+
+
+@pytest.mark.parametrize("bad", [
+    {"__tensor__": {"dtype": "object", "shape": [1], "offset": 0, "nbytes": 8}},
+    {"__tensor__": {"dtype": "float32", "shape": [10**6], "offset": 0, "nbytes": 4}},
+    {"__tensor__": {"dtype": "float32", "shape": [2], "offset": 4, "nbytes": 8}},
+    {"__pickle__": "gASV"},
+    {"__list__": "not a list"},
+])
+def test_decoder_refuses_malformed_records(bad):
+    with pytest.raises(codec.DecodeError):
+        codec.Decoder(b"\0" * 8).decode(bad)
+
+
+def test_inputs_are_matched_by_value_not_by_claim():
+    import torch
+
+    assert same_input(["The capital of Japan is", 5], ["The capital of Japan is", 5])
+    assert not same_input(["The capital of Japan is", 5], ["The capital of Japan is", 1])
+    assert not same_input([torch.ones(3)], [torch.zeros(3)])
+    assert same_input([torch.ones(3)], [torch.ones(3) + 1e-7])
+    assert not same_input([torch.ones(3)], [codec.Opaque("torch.Tensor")])
+
+
+# ------------------------------------------------------------------ slow: real kernels
+
+@pytest.mark.slow
+def test_hostile_and_honest_batch(tmp_path):
+    isolated = can_isolate()
+    submissions = tmp_path / "submissions"
+    expected = lesson00.write_submissions(submissions, include_destructive=isolated)
+    if not isolated:  # without root there is no private mount namespace: the keys are readable
+        (submissions / "read_answer_keys.ipynb").unlink()
+        expected.pop("read_answer_keys.ipynb")
+    before_inputs, before_trusted = _hashes(submissions), trusted_fingerprint()
+    settings = Settings(cell_timeout=40, other_cell_timeout=300, submission_timeout=600, memory_gb=4.5, workers=2)
+    results = grade_folder(LESSON, submissions, tmp_path / "out", settings)
+
+    assert _hashes(submissions) == before_inputs, "an input file was changed or deleted"
+    assert trusted_fingerprint() == before_trusted, "a course file was changed during grading"
+    with open(tmp_path / "out" / f"{LESSON}.csv", newline="") as f:
+        rows = {row["submission"]: row for row in csv.DictReader(f)}
+    assert set(rows) == set(expected), "every input file gets exactly one row"
+    report = json.loads((tmp_path / "out" / f"{LESSON}.json").read_text())
+    messages = {s["submission"]: s for s in report["submissions"]}
+    problems = []
+    for name, want in expected.items():
+        row = rows[name]
+        got = {"check00_next_token_probs": float(row["check00_next_token_probs"]),
+               "check00_top_k": float(row["check00_top_k"]), "total": float(row["total"])}
+        for key in got:
+            if got[key] != want[key]:
+                problems.append(f"{name}: {key} = {got[key]}, expected {want[key]}; "
+                                f"error={row['error']!r}; {messages[name]['cells']}")
+        if want["error"] and want["error"] not in row["error"]:
+            problems.append(f"{name}: error column {row['error']!r} lacks {want['error']!r}")
+        if not want["error"] and row["error"]:
+            problems.append(f"{name}: unexpected error {row['error']!r}")
+    assert not problems, "\n".join(problems)
+    # the JSON explains each cell; a hostile print never becomes the verdict
+    assert "not implemented" in messages["honest_stub.ipynb"]["cells"]["check00_top_k"]["message"]
+    assert "timed out" in messages["infinite_loop.ipynb"]["cells"]["check00_next_token_probs"]["message"]
+    assert "MemoryError" in messages["memory_bomb.ipynb"]["cells"]["check00_top_k"]["message"]
+    assert messages["big_output.ipynb"]["output_chars"] >= 10_000_000
+    assert len(results) == len(expected)
+
+
+# ------------------------------------------------------------------ slow: real nbgrader
+
+NBGRADER_VENV = ROOT / ".venv-nbgrader"
+
+
+def _nbgrader_venv() -> Path:
+    script = ROOT / "scripts" / "setup_nbgrader_venv.sh"
+    done = subprocess.run(["bash", str(script), str(NBGRADER_VENV)], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        pytest.skip(f"cannot create the nbgrader venv (needs PyPI access once): {done.stderr[-500:]}")
+    return NBGRADER_VENV / "bin" / "nbgrader"
+
+
+@pytest.mark.slow
+def test_nbgrader_generate_and_autograde(tmp_path):
+    nbgrader = _nbgrader_venv()
+    course = tmp_path / "course"
+    (course / "source" / "lesson00").mkdir(parents=True)
+    shutil.copy(SOLUTIONS / f"{LESSON}.ipynb", course / "source" / "lesson00" / f"{LESSON}.ipynb")
+    (course / "nbgrader_config.py").write_text(
+        "c = get_config()\n"
+        "c.CourseDirectory.course_id = 'residual-stream-lab'\n"
+        "c.CourseDirectory.db_assignments = [dict(name='lesson00')]\n"
+        "c.CourseDirectory.db_students = [dict(id='alice'), dict(id='bob')]\n"
+        "c.ExecutePreprocessor.timeout = 300\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "PYTHON"))}
+    env["JUPYTER_PATH"] = str(NBGRADER_VENV / "share" / "jupyter")
+
+    def run(*args):
+        done = subprocess.run([str(nbgrader), *args, "--force"], cwd=course, env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    run("generate_assignment", "lesson00")
+    released = course / "release" / "lesson00" / f"{LESSON}.ipynb"
+    text = released.read_text()
+    assert "BEGIN HIDDEN TESTS" not in text and "hidden=True" not in text and "BEGIN SOLUTION" not in text
+    assert "raise NotImplementedError()" in text
+
+    release = nbformat.read(released, as_version=4)
+    solution = nbformat.read(SOLUTIONS / f"{LESSON}.ipynb", as_version=4)
+    answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in solution.cells
+               if c.metadata.get("nbgrader", {}).get("solution")}
+    alice = nbformat.from_dict(json.loads(json.dumps(release)))
+    for cell in alice.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in answers:
+            cell.source = answers[gid].replace("### BEGIN SOLUTION\n", "").replace("### END SOLUTION\n", "")
+    for student, nb in (("alice", alice), ("bob", release)):
+        folder = course / "submitted" / student / "lesson00"
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / f"{LESSON}.ipynb")
+        (folder / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC")
+
+    run("autograde", "lesson00")
+    assert (course / "gradebook.db").is_file()
+    run("export")
+    with open(course / "grades.csv", newline="") as f:
+        scores = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
+    assert scores == {"alice": (2.0, 2.0), "bob": (0.0, 2.0)}, scores
