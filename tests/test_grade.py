@@ -115,6 +115,55 @@ def test_inputs_are_matched_by_value_not_by_claim():
     assert not same_input([torch.ones(3)], [codec.Opaque("torch.Tensor")])
 
 
+def test_replay_repeats_callbacks_and_in_place_edits(tmp_path):
+    """Factories returning hooks, hooks editing in place, functions calling a spy: the records made
+    by the kernel-side recorder let the grader's replay behave like the learner's code."""
+    import torch
+
+    from course_utils.grading.capture import Recorder
+    from course_utils.grading.judge import ReplayMismatch, _ReplayState, read_record
+
+    def apply_all(func, pairs):
+        return sum(func(x, y) for x, y in pairs)
+
+    def make_zeroer(position):
+        def hook(activation, hook=None):
+            activation[:, position] = 0  # in place, returns None
+        return hook
+
+    namespace = {"apply_all": apply_all, "make_zeroer": make_zeroer, "answer": [1, "two", 3.0]}
+    recorder = Recorder(str(tmp_path))
+    recorder.begin("cell", ["apply_all", "make_zeroer", "answer", "missing"], namespace)
+    namespace["apply_all"](lambda x, y: x * y, [(1, 2), (3, 4)])
+    namespace["make_zeroer"](1)(torch.ones(1, 3, 2))
+    recorder.end()
+    assert namespace["apply_all"] is apply_all  # names restored after the check
+
+    record, blob = read_record(str(tmp_path), "cell")
+    state = _ReplayState(record, blob)
+    names = record["names"]
+    assert names["missing"] == {"missing": True}
+    assert state.decoder.decode(names["answer"]["value"]) == [1, "two", 3.0]
+    seen = []
+
+    def spy(x, y):
+        seen.append((x, y))
+        return x * y
+
+    assert state.decoder.decode(names["apply_all"]["value"])(spy, [(1, 2), (3, 4)]) == 14
+    assert seen == [(1, 2), (3, 4)]  # the grader's own spy saw the learner's calls
+    make = state.decoder.decode(names["make_zeroer"]["value"])
+    hook = make(1)
+    activation = torch.ones(1, 3, 2)
+    assert hook(activation) is None
+    assert activation[0, 1].tolist() == [0, 0] and activation[0, 0].tolist() == [1, 1]
+    with pytest.raises(ReplayMismatch, match="no recorded output"):
+        make(2)  # the learner's factory was never called again
+    other = _ReplayState(record, blob).decoder.decode(names["make_zeroer"]["value"])
+    with pytest.raises(ReplayMismatch, match="different inputs"):
+        other(2)  # a different input than the one recorded
+
+
 # ------------------------------------------------------------------ slow: real kernels
 
 @pytest.mark.slow
@@ -125,12 +174,13 @@ def test_hostile_and_honest_batch(tmp_path):
     if not isolated:  # without root there is no private mount namespace: the keys are readable
         (submissions / "read_answer_keys.ipynb").unlink()
         expected.pop("read_answer_keys.ipynb")
-    before_inputs, before_trusted = _hashes(submissions), trusted_fingerprint()
+    lesson = load_lesson(LESSON)
+    before_inputs, before_trusted = _hashes(submissions), trusted_fingerprint(lesson)
     settings = Settings(cell_timeout=40, other_cell_timeout=300, submission_timeout=600, memory_gb=4.5, workers=2)
     results = grade_folder(LESSON, submissions, tmp_path / "out", settings)
 
     assert _hashes(submissions) == before_inputs, "an input file was changed or deleted"
-    assert trusted_fingerprint() == before_trusted, "a course file was changed during grading"
+    assert trusted_fingerprint(lesson) == before_trusted, "a course file was changed during grading"
     with open(tmp_path / "out" / f"{LESSON}.csv", newline="") as f:
         rows = {row["submission"]: row for row in csv.DictReader(f)}
     assert set(rows) == set(expected), "every input file gets exactly one row"
@@ -155,6 +205,7 @@ def test_hostile_and_honest_batch(tmp_path):
     assert "timed out" in messages["infinite_loop.ipynb"]["cells"]["check00_next_token_probs"]["message"]
     assert "MemoryError" in messages["memory_bomb.ipynb"]["cells"]["check00_top_k"]["message"]
     assert messages["big_output.ipynb"]["output_chars"] >= 10_000_000
+    assert {c["trust"] for s in report["submissions"] for c in s["cells"].values() if "trust" in c} == {"grader"}
     assert len(results) == len(expected)
 
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -121,6 +122,7 @@ def grade_one(index: int, path: str, display_name: str, hidden: list[str]) -> Su
 
 
 def _run_and_judge(index, nb, lesson, settings, hidden, result) -> None:
+    from .judge import Verdict
     from .kernel import KernelSession
 
     judge = _WORKER["judge"]
@@ -141,6 +143,7 @@ def _run_and_judge(index, nb, lesson, settings, hidden, result) -> None:
               "processes": 512, "uid": uid, "hide": hidden, "network": False, "expose": [str(ROOT)]}
     session = KernelSession(scratch, _kernel_env(scratch, _WORKER["model_cache"]), config)
     status: dict[str, str] = {}
+    errors: dict[str, str] = {}
     stopped = ""
     try:
         try:
@@ -176,6 +179,7 @@ def _run_and_judge(index, nb, lesson, settings, hidden, result) -> None:
                      else f"graded cell {cell.grade_id}")
             if cell.kind == "check":
                 status[cell.grade_id] = run.status
+                errors[cell.grade_id] = run.error
             if run.status == "timeout" and cell.kind == "student":
                 result.notes.append(f"{where} timed out and was interrupted")
             if run.status == "dead":
@@ -194,7 +198,13 @@ def _run_and_judge(index, nb, lesson, settings, hidden, result) -> None:
                 not_run.append(grade.grade_id)
                 entry["message"] = f"not run: {stopped}" if stopped else "not run"
                 continue
-            verdict = judge.grade(grade, records)
+            if judge.replayable[grade.grade_id]:
+                verdict = judge.grade(grade, records)
+                entry["trust"] = "grader"
+            else:  # see Judge._test_replay_on_the_solution: decided per lesson, never per submission
+                verdict = Verdict(cell_status == "ok", "passed in the kernel" if cell_status == "ok"
+                                  else f"failed in the kernel: {errors.get(grade.grade_id, '')}")
+                entry["trust"] = "kernel"
             entry["passed"] = verdict.passed
             entry["points"] = grade.points if verdict.passed else 0.0
             entry["message"] = verdict.message
@@ -236,10 +246,24 @@ def list_submissions(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink())
 
 
-def trusted_fingerprint() -> str:
-    """Hash of the code and sources the grader trusts; compared before and after a batch."""
+def trusted_files(lesson: Lesson) -> list[Path]:
+    """The files whose content decides a grade: the lesson's solution, the grader, the check framework,
+    the lesson's check modules and the course modules its solution imports."""
+    package = ROOT / "course_utils"
+    files = {lesson.path, *(package / "grading").glob("*.py"), package / "checks" / "__init__.py",
+             package / "exercises.py", package / "model.py"}
+    sources = "\n".join(c.source for c in lesson.notebook.cells if c.cell_type == "code")
+    for module in re.findall(r"course_utils\.checks\s+import\s+(\w+)", sources):
+        files.add(package / "checks" / f"{module}.py")
+    for module in re.findall(r"course_utils\.(\w+)", sources):
+        files.add(package / f"{module}.py")
+    return sorted(p for p in files if p.is_file())
+
+
+def trusted_fingerprint(lesson: Lesson) -> str:
+    """Hash of the files the grader trusts for ``lesson``; compared before and after a batch."""
     digest = hashlib.sha256()
-    for path in sorted([*(ROOT / "course_utils").rglob("*.py"), *SOLUTIONS.glob("*.ipynb")]):
+    for path in trusted_files(lesson):
         digest.update(str(path.relative_to(ROOT)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -252,7 +276,7 @@ def grade_folder(lesson_name: str, submissions: Path, out: Path, settings: Setti
     submissions, out = Path(submissions).resolve(), Path(out).resolve()
     files = list_submissions(submissions)
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = trusted_fingerprint()
+    fingerprint = trusted_fingerprint(lesson)
     isolate = settings.isolate and can_isolate()
     temp_parent = tempfile.gettempdir()
     model_cache = readable_model_cache(temp_parent, isolate)
@@ -290,7 +314,7 @@ def grade_folder(lesson_name: str, submissions: Path, out: Path, settings: Setti
     finally:
         shutil.rmtree(temp_root, ignore_errors=True)
     ordered = [results[i] for i in range(len(files))]
-    tampered = trusted_fingerprint() != fingerprint
+    tampered = trusted_fingerprint(lesson) != fingerprint
     write_results(lesson, ordered, out, settings, time.monotonic() - started, tampered, isolate)
     return ordered
 

@@ -14,11 +14,12 @@ against the truth for its own inputs, so a tampered record can only lose points.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 from typing import Any
 
-from .codec import Encoder, type_name
+from .codec import Encoder, _is_tensor, type_name
 
 MAX_CALLS = 10_000
 
@@ -66,11 +67,28 @@ class Recorder:
                 entry["args"] = recorder.encoder.encode(list(args))
                 entry["kwargs"] = recorder.encoder.encode(dict(kwargs))
                 recorder.calls.append(entry)
+            # callbacks the check passed in (a spy, a hook to call) are recorded so the grader can
+            # make the same calls; tensors passed in are compared afterwards to record in-place edits
+            args, kwargs = list(args), dict(kwargs)
+            before = {}
+            for key, value in [*enumerate(args), *kwargs.items()]:
+                if _is_plain_function(value):
+                    callback = recorder._callback(entry, key, value)
+                    if isinstance(key, int):
+                        args[key] = callback
+                    else:
+                        kwargs[key] = callback
+                elif _is_tensor(value):
+                    before[key] = value.detach().clone()
             try:
                 result = fn(*args, **kwargs)
             except BaseException as error:  # recorded, then re-raised unchanged
                 entry["error"] = {"type": type(error).__name__, "message": str(error)[:2000]}
                 raise
+            for key, old in before.items():
+                new = args[key] if isinstance(key, int) else kwargs[key]
+                if not _same_tensor(old, new):
+                    entry.setdefault("mutated", []).append([key, recorder.encoder.encode(new)])
             encoded = recorder.encoder.encode(result)
             entry["result"] = encoded
             if isinstance(encoded, dict) and "__callable__" in encoded:
@@ -83,6 +101,20 @@ class Recorder:
             recorded.__name__ = str(getattr(fn, "__name__", "function"))
         recorded.__wrapped__ = fn
         return recorded
+
+    def _callback(self, entry: dict, key, fn):
+        encoder = self.encoder
+
+        def callback(*args, **kwargs):
+            call = {"arg": key, "args": encoder.encode(list(args)), "kwargs": encoder.encode(dict(kwargs))}
+            entry.setdefault("callbacks", []).append(call)
+            return fn(*args, **kwargs)
+
+        try:
+            functools.update_wrapper(callback, fn)
+        except (AttributeError, TypeError):
+            pass
+        return callback
 
     def end(self) -> None:
         if self.grade_id is None:
@@ -98,3 +130,17 @@ class Recorder:
             json.dump(record, f)
         os.replace(base + ".json.tmp", base + ".json")
         self._reset()
+
+
+def _is_plain_function(value) -> bool:
+    return inspect.isfunction(value) or inspect.ismethod(value) or isinstance(value, functools.partial)
+
+
+def _same_tensor(old, new) -> bool:
+    import torch
+
+    try:
+        return (type(new) is type(old) or isinstance(new, torch.Tensor)) and old.shape == new.shape \
+            and bool(torch.equal(old, new.detach()))
+    except Exception:  # a hostile object: treat as changed, the grader decides
+        return False

@@ -110,6 +110,7 @@ class _ReplayState:
         if not (same_input(args, theirs_args) and same_input(kwargs, theirs_kwargs)):
             raise ReplayMismatch(f"`{name}` was called with different inputs in your notebook than by the grader "
                                  "(was the check cell changed?)")
+        self._reissue_callbacks(call, name, args, kwargs)
         if "error" in call:
             error = call["error"] if type(call["error"]) is dict else {}
             kind, message = str(error.get("type", "Error"))[:100], str(error.get("message", ""))[:2000]
@@ -120,7 +121,48 @@ class _ReplayState:
             raise type(kind if kind.isidentifier() else "Error", (Exception,), {})(message)
         if "result" not in call:
             raise ReplayMismatch(f"`{name}` did not return (interrupted or killed)")
+        self._apply_mutations(call, name, args, kwargs)
         return self.decoder.decode(call["result"])
+
+    @staticmethod
+    def _argument(key, args: list, kwargs: dict, name: str):
+        if type(key) is int and 0 <= key < len(args):
+            return args[key]
+        if type(key) is str and key in kwargs:
+            return kwargs[key]
+        raise ReplayMismatch(f"`{name}`: the record refers to an argument {key!r} the grader did not pass")
+
+    def _reissue_callbacks(self, call: dict, name: str, args: list, kwargs: dict) -> None:
+        """Make the calls the learner's code made to functions the check passed in (spies...)."""
+        callbacks = call.get("callbacks", [])
+        if type(callbacks) is not list:
+            raise codec.DecodeError("bad callbacks")
+        for callback in callbacks:
+            if type(callback) is not dict:
+                raise codec.DecodeError("bad callback")
+            target = self._argument(callback.get("arg"), args, kwargs, name)
+            if not callable(target):
+                raise ReplayMismatch(f"`{name}` called an argument that is not a function")
+            target(*self.decoder.decode(callback.get("args", {"__list__": []})),
+                   **self.decoder.decode(callback.get("kwargs", {"__dict__": []})))
+
+    def _apply_mutations(self, call: dict, name: str, args: list, kwargs: dict) -> None:
+        """Repeat the in-place edits the learner's code made to tensors the check passed in."""
+        import torch
+
+        mutated = call.get("mutated", [])
+        if type(mutated) is not list:
+            raise codec.DecodeError("bad mutations")
+        for item in mutated:
+            if type(item) is not list or len(item) != 2:
+                raise codec.DecodeError("bad mutation")
+            target = self._argument(item[0], args, kwargs, name)
+            value = self.decoder.decode(item[1])
+            if not isinstance(target, torch.Tensor) or not isinstance(value, torch.Tensor) \
+                    or value.shape != target.shape:
+                raise ReplayMismatch(f"`{name}` changed an argument in a way the grader cannot repeat")
+            with torch.no_grad():
+                target.copy_(value.to(target.dtype))
 
 
 def read_record(folder: str, grade_id: str) -> tuple[dict, bytes] | None:
@@ -144,7 +186,10 @@ class Judge:
     def __init__(self, lesson: Lesson):
         self.lesson = lesson
         self.snapshots: dict[str, dict] = {}
+        self.replayable: dict[str, bool] = {}
+        self.self_test: dict[str, str] = {}
         self._run_solution()
+        self._test_replay_on_the_solution()
 
     def _run_solution(self) -> None:
         from IPython.core.interactiveshell import InteractiveShell
@@ -170,9 +215,47 @@ class Judge:
             sink.seek(0)
             sink.truncate()
 
-    def grade(self, cell: GradeCell, record_folder: str) -> Verdict:
+    def _test_replay_on_the_solution(self) -> None:
+        """Record the solution's own functions under each graded cell and replay them here.
+
+        A cell whose check observes effects the records cannot carry (hooks left on the model, calls
+        on a spy object) fails this self-test; the grader then falls back to the kernel's verdict for
+        that cell and says so. The decision uses only trusted code and data, so a submission cannot
+        switch a cell to the weaker mode.
+        """
+        import tempfile
+
+        from .. import checks
+        from .capture import Recorder
+
+        with tempfile.TemporaryDirectory(prefix="rsl-selftest-") as folder:
+            for cell in self.lesson.grade_cells:
+                namespace = dict(self.snapshots[cell.grade_id])
+                recorder = Recorder(folder)
+                recorder.begin(cell.grade_id, cell.learner_names, namespace)
+                sink = io.StringIO()
+                try:
+                    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                        exec(self._compiled(cell), namespace)
+                    ran = ""
+                except Exception as error:  # checks.CheckFailed included
+                    ran = f"{type(error).__name__}: {error}"
+                finally:
+                    recorder.end()
+                if ran:
+                    raise RuntimeError(f"{self.lesson.path.name}: {cell.grade_id} fails on the solution: {ran}")
+                verdict = self.grade(cell, folder)
+                self.replayable[cell.grade_id] = verdict.passed
+                self.self_test[cell.grade_id] = verdict.message
+                del checks.RESULTS[:]  # the self-test's results are not anybody's
+
+    @staticmethod
+    def _compiled(cell: GradeCell):
         from IPython.core.inputtransformer2 import TransformerManager
 
+        return compile(TransformerManager().transform_cell(cell.source), f"<{cell.grade_id}>", "exec")
+
+    def grade(self, cell: GradeCell, record_folder: str) -> Verdict:
         from .. import checks
 
         try:
@@ -196,7 +279,7 @@ class Judge:
                     namespace[name] = state.decoder.decode(entry["value"])
         except (codec.DecodeError, RecursionError, ValueError, TypeError) as error:
             return Verdict(False, f"unreadable record from the kernel: {error}")
-        code = compile(TransformerManager().transform_cell(cell.source), f"<{cell.grade_id}>", "exec")
+        code = self._compiled(cell)
         before = len(checks.RESULTS)
         sink = io.StringIO()
         try:
@@ -208,4 +291,4 @@ class Judge:
             lines = [r.line() for r in checks.RESULTS[before:]]
             return Verdict(False, "; ".join(lines + [f"{type(error).__name__}: {error}"])[:2000])
         lines = [r.line().replace(f" — {checks.HIDDEN_NOTE}", "") for r in checks.RESULTS[before:]]
-        return Verdict(True, "; ".join(lines) or "passed")
+        return Verdict(True, "; ".join(dict.fromkeys(lines)) or "passed")  # visible and hidden runs often agree

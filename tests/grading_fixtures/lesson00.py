@@ -172,8 +172,19 @@ def _replace_check(nb, grade_id: str, source: str) -> None:
             cell.source = source
 
 
-def _notebook(ex1: str, ex2: str, drop_check: str | None = None, fake_checks: bool = False):
+def _lean(nb):
+    """Keep only the setup cell, the cell loading the model and the exercise/check cells: a student may
+    delete the rest, and it keeps the hostile set quick to grade."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    keep = {id(code[0])} | {id(c) for c in code if "load_model(" in c.source or c.get("metadata", {}).get("nbgrader")}
+    nb.cells = [c for c in nb.cells if id(c) in keep]
+    return nb
+
+
+def _notebook(ex1: str, ex2: str, drop_check: str | None = None, fake_checks: bool = False, lean: bool = True):
     nb = copy.deepcopy(nbformat.read(STUDENT, as_version=4))
+    if lean:
+        nb = _lean(nb)
     _set_exercise(nb, EX1, ex1)
     _set_exercise(nb, EX2, ex2)
     if fake_checks:
@@ -188,8 +199,8 @@ def kernel_submissions(include_destructive: bool) -> dict[str, tuple]:
     """name -> (notebook, expected points of check 1, of check 2, expected error substring)."""
     stub = nbformat.read(STUDENT, as_version=4)
     cases = {
-        "honest_correct.ipynb": (_notebook(GOOD_PROBS, GOOD_TOP_K, drop_check=CHECK2), 1, 1, ""),
-        "honest_partial.ipynb": (_notebook(GOOD_PROBS, WRONG_TOP_K), 1, 0, ""),
+        "honest_correct.ipynb": (_notebook(GOOD_PROBS, GOOD_TOP_K, drop_check=CHECK2, lean=False), 1, 1, ""),
+        "honest_partial.ipynb": (_notebook(GOOD_PROBS, WRONG_TOP_K, lean=False), 1, 0, ""),
         "honest_stub.ipynb": (stub, 0, 0, ""),
         "fake_pass.ipynb": (_notebook(FAKE_PASS, 'def top_k(model, prompt, k=5):\n    print("✅ passed")\n    return []',
                                       fake_checks=True), 0, 0, ""),
