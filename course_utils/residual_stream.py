@@ -269,11 +269,12 @@ def top_tokens_table(log_probs: Float[Tensor, "layer d_vocab"], tokenizer, k: in
 
 def logit_lens_explorer(log_probs: Float[Tensor, "layer d_vocab"], tokenizer, k: int = 8,
                         static: bool | None = None):
-    """A layer slider showing the top-k tokens of the logit lens at the chosen layer.
+    """A layer slider showing the top-k tokens of the logit lens after the chosen number of blocks.
 
-    Returns an ipywidgets ``VBox`` (slider + output) when ipywidgets is installed and ``static`` is
-    not True; otherwise (no ipywidgets, a static render such as GitHub, or ``static=True``) a
-    matplotlib figure with the top-k tokens at every layer, so nothing is lost without a kernel.
+    Returns an ipywidgets ``VBox`` (slider + table) when ipywidgets is installed and ``static`` is not
+    True; otherwise (no ipywidgets, or ``static=True`` for a render without a kernel, such as GitHub)
+    a matplotlib figure with the top tokens after every block, so nothing is lost.
+    The table is an HTML widget updated in place, so the slider works without a display round-trip.
     """
     if not static:
         try:
@@ -283,34 +284,27 @@ def logit_lens_explorer(log_probs: Float[Tensor, "layer d_vocab"], tokenizer, k:
     if static:
         return _logit_lens_grid(log_probs, tokenizer, k=min(k, 5))
 
-    from IPython.display import display
-
     n = log_probs.shape[0]
     slider = widgets.IntSlider(value=n - 1, min=0, max=n - 1, description="blocks", continuous_update=False)
-    out = widgets.Output()
+    table = widgets.HTML(value=_top_k_html(log_probs[n - 1], tokenizer, k, n - 1))
 
-    def show(change=None):
-        out.clear_output(wait=True)
-        with out:
-            display(_top_k_bar(log_probs[slider.value], tokenizer, k, slider.value))
+    def show(change):
+        table.value = _top_k_html(log_probs[change["new"]], tokenizer, k, change["new"])
 
     slider.observe(show, names="value")
-    show()
-    return widgets.VBox([slider, out])
+    return widgets.VBox([slider, table])
 
 
-def _top_k_bar(log_probs: Float[Tensor, "d_vocab"], tokenizer, k: int, layer: int):
-    import matplotlib.pyplot as plt
+def _top_k_html(log_probs: Float[Tensor, "d_vocab"], tokenizer, k: int, layer: int) -> str:
+    import html
 
-    values, ids = log_probs.exp().topk(k)
-    fig, ax = plt.subplots(figsize=(6, 0.35 * k + 1))
-    ax.barh([repr(tokenizer.decode([int(i)])) for i in ids][::-1], _floats(values)[::-1])
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("probability")
-    ax.set_title(f"logit lens after {layer} blocks")
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    values, ids = log_probs.detach().exp().topk(k)
+    rows = []
+    for value, token_id in zip(values.tolist(), ids.tolist()):
+        token = html.escape(repr(tokenizer.decode([token_id])))
+        bar = f'<div style="background:#4c72b0;height:10px;width:{round(200 * value)}px"></div>'
+        rows.append(f"<tr><td><code>{token}</code></td><td>{value:.2f}</td><td>{bar}</td></tr>")
+    return f"<b>after {layer} blocks</b><table>{''.join(rows)}</table>"
 
 
 def _logit_lens_grid(log_probs: Float[Tensor, "layer d_vocab"], tokenizer, k: int = 5):

@@ -105,9 +105,10 @@ def test_explorer_is_a_widget_when_ipywidgets_is_installed(model, run):
     lens = rs.logit_lens(model, cache)[:, 0]
     explorer = rs.logit_lens_explorer(lens, model.tokenizer)
     assert isinstance(explorer, widgets.VBox)
-    slider = explorer.children[0]
-    slider.value = 3  # moving the slider re-renders without error
-    assert slider.max == model.cfg.n_layers
+    slider, table = explorer.children
+    assert slider.max == model.cfg.n_layers and "after 30 blocks" in table.value and "Paris" in table.value
+    slider.value = 0  # moving the slider rewrites the table
+    assert "after 0 blocks" in table.value and "Paris" not in table.value
 
 
 # --- checks pass on the reference and fail on wrong code ------------------------------------------

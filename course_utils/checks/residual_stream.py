@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import torch
 
-from . import _Fail, call, compare_tensors, expect, run_check, tolerance_text
+from . import _Fail, call, compare_tensors, expect, run_check
 
 PROMPTS = ["The Eiffel Tower is located in the city of", "The capital of Japan is"]
 HIDDEN_PROMPTS = ["The Colosseum is located in the city of", "Albert Einstein developed the theory of"]
@@ -22,6 +22,13 @@ LAYERS = (0, 13, 29)  # first, middle and last block (clipped to the model's dep
 _HOOK_SUFFIXES = ("hook_embed", "hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out",
                   "hook_mlp_out", "attn.hook_z", "attn.hook_v", "attn.hook_pattern")
 _TRUTH: dict = {}
+
+
+def _within(atol: float, rtol: float = 0.0) -> str:
+    """The tolerance met, without the measured difference: rounding-level differences vary across
+    CPUs and thread counts, and a check's printed line must not (notebooks are tested with nbval).
+    The measured value is kept in ``RESULTS[-1].max_abs_diff``."""
+    return f"max |diff| ≤ atol {atol:g}" + (f", rtol {rtol:g}" if rtol else "")
 
 
 def _names(name: str) -> bool:
@@ -77,7 +84,7 @@ def check_embed(fn, model, hidden: bool = False):
             worst = max(worst, compare_tensors(
                 got, cache["hook_embed"], what=f"embedding of {prompt!r}", atol=1e-6, dims="batch pos d_model",
                 hint="x_0 = W_E[t]: index the rows of model.W_E [d_vocab d_model] with the token ids"))
-        return f"matches hook_embed on {len(_prompts(hidden))} prompts ({tolerance_text(worst, 1e-6)})", worst
+        return f"matches hook_embed on {len(_prompts(hidden))} prompts ({_within(1e-6)})", worst
 
     run_check("01.1 embed", body, hidden_tests=not hidden)
 
@@ -107,7 +114,7 @@ def check_attention_z(fn, model, hidden: bool = False):
                     dims="batch pos n_heads d_head",
                     hint="repeat each of the n_kv_heads value heads for its group of query heads, then "
                          "z[b,q,h] = sum_k pattern[b,h,q,k] * v[b,k,h]"))
-        return f"matches attn.hook_z at layers {_layers(model)} ({tolerance_text(worst, 1e-5)})", worst
+        return f"matches attn.hook_z at layers {_layers(model)} ({_within(1e-5, 1e-5)})", worst
 
     run_check("01.2 attention_z", body, hidden_tests=not hidden)
 
@@ -142,7 +149,7 @@ def check_head_outputs(fn, model, hidden: bool = False):
                     total, cache[f"blocks.{layer}.hook_attn_out"], what=f"sum over heads at layer {layer}",
                     atol=1e-4, rtol=1e-5, dims="batch pos d_model"))
         return (f"matches the bridge's hook_result, and the heads sum to hook_attn_out "
-                f"({tolerance_text(worst, 1e-4)}, rtol 1e-5)"), worst
+                f"({_within(1e-4, 1e-5)})"), worst
 
     run_check("01.3 head_outputs", body, hidden_tests=not hidden)
 
@@ -173,7 +180,7 @@ def check_block_forward(fn, model, hidden: bool = False):
                     atol=1e-3, rtol=1e-5, dims="batch pos d_model",
                     hint="resid_post = resid_mid + block.mlp(block.ln2(resid_mid)); the norm feeds the MLP, "
                          "it is not applied to the stream"))
-        return f"resid_mid and resid_post match the cache at layers {_layers(model)} ({tolerance_text(worst, 1e-3)}, rtol 1e-5)", worst
+        return f"resid_mid and resid_post match the cache at layers {_layers(model)} ({_within(1e-3, 1e-5)})", worst
 
     run_check("01.4 block_forward", body, hidden_tests=not hidden)
 
@@ -190,7 +197,7 @@ def check_forward_from_parts(fn, model, hidden: bool = False):
             worst = max(worst, compare_tensors(
                 got, logits, what=f"logits for {prompt!r}", atol=1e-3, rtol=1e-5, dims="batch pos d_vocab",
                 hint="embed -> every block in model.blocks -> model.ln_final -> @ model.W_U + model.b_U"))
-        return f"reproduces model(tokens) on {len(_prompts(hidden))} prompts ({tolerance_text(worst, 1e-3)})", worst
+        return f"reproduces model(tokens) on {len(_prompts(hidden))} prompts ({_within(1e-3, 1e-5)})", worst
 
     run_check("01.5 forward_from_parts", body, hidden_tests=not hidden)
 
@@ -228,7 +235,7 @@ def check_decompose_resid(fn, model, hidden: bool = False):
                         atol=1e-2, rtol=1e-6, dims="batch pos d_model",
                         hint="keep the order embed, attn_0, mlp_0, attn_1, mlp_1, ..."))
         return (f"the running sums equal resid_pre and resid_mid of every layer "
-                f"({tolerance_text(worst, 1e-2)}, rtol 1e-6)"), worst
+                f"({_within(1e-2, 1e-6)})"), worst
 
     run_check("01.6 decompose_resid", body, hidden_tests=not hidden)
 
@@ -261,7 +268,7 @@ def check_direct_logit_attribution(fn, model, hidden: bool = False):
                 worst = max(worst, compare_tensors(
                     got.sum(0) + model.b_U[token_id], logits[..., token_id], what="attributions + b_U vs the logit",
                     atol=1e-3, rtol=1e-4, dims="batch pos"))
-        return f"per-component values match, and they sum to the model's logit ({tolerance_text(worst, 1e-3)})", worst
+        return f"per-component values match, and they sum to the model's logit ({_within(1e-3, 1e-4)})", worst
 
     run_check("01.7 direct_logit_attribution", body, hidden_tests=not hidden)
 
@@ -294,6 +301,6 @@ def check_logit_lens(fn, model, hidden: bool = False):
                         dims="batch d_vocab",
                         hint=f"row {layer} reads blocks.{layer}.hook_resid_pre through model.ln_final (with the "
                              "vector's own scale), then W_U and b_U"))
-        return f"rows match the final norm + unembedding of each layer's stream ({tolerance_text(worst, 1e-4)})", worst
+        return f"rows match the final norm + unembedding of each layer's stream ({_within(1e-4, 1e-5)})", worst
 
     run_check("01.8 logit_lens", body, hidden_tests=not hidden)
