@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from .facts import subject_token_span as facts_subject_token_span
 from .predictions import answer_token_id
 
 KINDS = ("hidden", "mlp", "attn")
@@ -46,20 +47,10 @@ DEFAULT_SEED = 0
 # --------------------------------------------------------------------------------------------
 
 def subject_token_span(model, prompt: str, subject: str) -> tuple[int, int]:
-    """``(start, stop)`` positions of ``subject``'s tokens in ``model.to_tokens(prompt)`` (BOS at 0).
-
-    A token counts as a subject token when its characters overlap the first occurrence of ``subject``
-    in ``prompt`` (so " E" in " Eiffel" counts although it carries the space).
-    """
-    if not subject or subject not in prompt:
-        raise ValueError(f"subject {subject!r} does not occur in the prompt {prompt!r}; "
-                         "pass the subject exactly as it is written in the prompt (case matters)")
-    first = prompt.index(subject)
-    last = first + len(subject)
-    encoded = model.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
-    offset = model.to_tokens(prompt).shape[1] - len(encoded["input_ids"])  # 1: the BOS
-    inside = [i for i, (a, b) in enumerate(encoded["offset_mapping"]) if a < last and b > first]
-    return inside[0] + offset, inside[-1] + 1 + offset
+    """``(start, stop)``: the positions of ``subject``'s tokens in ``model.to_tokens(prompt)`` (BOS at 0),
+    from ``course_utils.facts.subject_token_span`` (lesson 03), as a contiguous range."""
+    positions = facts_subject_token_span(model, prompt, subject)
+    return positions[0], positions[-1] + 1
 
 
 def subject_embedding_std(model, subjects: list[str]) -> float:
@@ -69,7 +60,7 @@ def subject_embedding_std(model, subjects: list[str]) -> float:
     ids = []
     for subject in subjects:
         ids += model.tokenizer.encode(" " + subject.strip(), add_special_tokens=False)
-    embed = model.original_model.get_input_embeddings().weight
+    embed = model.original_model.get_input_embeddings().weight.detach()
     return float(embed[torch.tensor(ids)].std())
 
 
@@ -452,3 +443,38 @@ def trace(model, prompt: str, subject: str, answer: str, kind: str = "hidden", *
 def trace_all_kinds(model, prompt: str, subject: str, answer: str, **kwargs) -> dict[str, TraceResult]:
     """``{"hidden": ..., "mlp": ..., "attn": ...}``, each from the fast engine with the same settings."""
     return {kind: trace(model, prompt, subject, answer, kind, **kwargs) for kind in KINDS}
+
+
+# --------------------------------------------------------------------------------------------
+# Attribution patching: one backward pass approximates every hidden-state cell
+# --------------------------------------------------------------------------------------------
+
+def attribution_patching(model, prompt: str, subject: str, answer: str, *, samples: int = DEFAULT_SAMPLES,
+                         noise_scale: float | None = None, seed: int = DEFAULT_SEED) -> Float[Tensor, "layer pos"]:
+    """Linear estimate of the hidden-state trace's indirect effect for every (layer, pos) at once.
+
+    For each noise sample s, restoring cell (l, t) changes the residual there by
+    ``delta = clean[l, t] - corrupted_s[l, t]``; to first order p(answer) changes by
+    ``grad_s[l, t] · delta``, where ``grad_s`` is the gradient of p(answer) in the corrupted run.
+    Averaged over samples, like the exact trace. One forward and one backward pass in all.
+    """
+    tokens, answer_id, span, noise, _ = _prepare(model, prompt, subject, answer, "hidden", samples,
+                                                 noise_scale, seed, DEFAULT_WINDOW)
+    w = _Weights(model)
+    embeds = w.embed[tokens[0].to(w.embed.device)][None]
+    with torch.no_grad():
+        clean = _full_run(w, embeds)
+    noisy = embeds.repeat(samples, 1, 1)
+    noisy[:, span[0]:span[1]] += noise.to(noisy)
+    cos, sin = w.rotary(torch.arange(tokens.shape[1]))
+    x, states = noisy.requires_grad_(), []
+    with torch.enable_grad():
+        for layer in range(w.n_layers):
+            x, *_ = _block(w, layer, x, cos, sin)
+            x.retain_grad()
+            states.append(x)
+        p_answer = _answer_prob(w, x[:, -1], answer_id).mean()
+        p_answer.backward()
+    estimate = torch.stack([((clean.resid[layer + 1] - state.detach()) * state.grad).sum(-1).mean(0)
+                            for layer, state in enumerate(states)])
+    return estimate.detach()

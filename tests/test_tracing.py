@@ -1,0 +1,203 @@
+"""Tests of course_utils/tracing.py and course_utils/checks/tracing.py (lesson 04)."""
+
+import pytest
+import torch
+
+from course_utils import tracing
+from course_utils.checks import CheckFailed
+from course_utils.checks import tracing as checks
+
+# (prompt, subject, answer): different subject spans and lengths
+FACTS = [
+    ("The Eiffel Tower is located in the city of", "The Eiffel Tower", " Paris"),
+    ("The capital of Japan is", "Japan", " Tokyo"),
+    ("The Colosseum is located in the city of", "The Colosseum", " Rome"),
+]
+SAMPLES = 3  # equality does not depend on the sample count; few samples keep the reference cheap
+
+
+@pytest.fixture(scope="module")
+def scale(model):
+    return 3 * tracing.subject_embedding_std(model, [subject for _, subject, _ in FACTS])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", tracing.KINDS)
+@pytest.mark.parametrize("fact", FACTS, ids=lambda fact: fact[1])
+def test_fast_equals_reference(model, scale, fact, kind):
+    prompt, subject, answer = fact
+    start, stop = tracing.subject_token_span(model, prompt, subject)
+    n_pos = model.to_tokens(prompt).shape[1]
+    layers = [0, 4, 17, 29]  # the window clips at both ends; hidden at 29 restores the final state
+    positions = sorted({0, start, stop - 1, min(stop, n_pos - 1), n_pos - 1})
+    kwargs = dict(samples=SAMPLES, noise_scale=scale, seed=3, layers=layers, positions=positions)
+    fast = tracing.trace(model, prompt, subject, answer, kind, progress=False, **kwargs)
+    reference = tracing.trace_reference(model, prompt, subject, answer, kind, **kwargs)
+    assert abs(fast.clean_prob - reference.clean_prob) <= 1e-5
+    assert abs(fast.corrupted_prob - reference.corrupted_prob) <= 1e-5
+    picked = fast.scores[layers][:, positions]
+    assert not torch.isnan(picked).any()
+    assert (picked - reference.scores[layers][:, positions]).abs().max() <= 1e-5
+    assert torch.isnan(fast.scores[1]).all()  # untraced layers stay NaN
+    # restoring the last subject token somewhere must bring back some of the answer
+    assert fast.scores[layers, stop - 1].max() > fast.corrupted_prob
+
+
+def test_fast_full_row_equals_reference_cells(model, scale):
+    """All 30 layers of one token in one growing batch: spot-check against ROME's loop."""
+    prompt, subject, answer = FACTS[0]
+    _, stop = tracing.subject_token_span(model, prompt, subject)
+    kwargs = dict(samples=2, noise_scale=scale, seed=0, positions=[stop - 1])
+    fast = tracing.trace(model, prompt, subject, answer, "mlp", progress=False, **kwargs)
+    reference = tracing.trace_reference(model, prompt, subject, answer, "mlp", layers=[2, 9, 26], **kwargs)
+    assert (fast.scores[[2, 9, 26], stop - 1] - reference.scores[[2, 9, 26], stop - 1]).abs().max() <= 1e-5
+
+
+def test_trace_result_and_plot(model, scale):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    prompt, subject, answer = FACTS[1]
+    n_pos = model.to_tokens(prompt).shape[1]
+    result = tracing.trace(model, prompt, subject, answer, "hidden", samples=2, noise_scale=scale,
+                           positions=[n_pos - 1], progress=False)
+    assert result.scores.shape == (model.cfg.n_layers, n_pos)
+    assert result.tokens[0] == "<|endoftext|>" and len(result.tokens) == n_pos
+    assert result.clean_prob > result.corrupted_prob
+    # restoring the final state at the last position is the clean run itself
+    assert abs(float(result.scores[-1, -1]) - result.clean_prob) < 1e-5
+    assert result.settings.kind == "hidden" and result.settings.samples == 2
+    assert torch.allclose(result.indirect_effect[:, -1], result.scores[:, -1] - result.corrupted_prob)
+    assert result.to_dict()["subject_span"] == result.subject_span
+    figure = tracing.plot_trace(result)
+    assert isinstance(figure, matplotlib.figure.Figure)
+
+
+def test_restores_before_the_subject_change_nothing(model, scale):
+    prompt, subject, answer = FACTS[1]  # "Japan" starts at position 4
+    start, _ = tracing.subject_token_span(model, prompt, subject)
+    assert start == 4
+    result = tracing.trace_reference(model, prompt, subject, answer, "hidden", samples=2, noise_scale=scale,
+                                     layers=[0, 15], positions=[1, start - 1])
+    assert (result.scores[[0, 15]][:, [1, start - 1]] - result.corrupted_prob).abs().max() < 1e-6
+
+
+def test_window_layers():
+    assert tracing.window_layers(0, 30, "mlp") == [0, 1, 2, 3, 4]
+    assert tracing.window_layers(10, 30, "attn") == list(range(5, 15))
+    assert tracing.window_layers(29, 30, "mlp") == list(range(24, 30))
+    assert tracing.window_layers(10, 30, "mlp", window=3) == [9, 10, 11]
+    assert tracing.window_layers(7, 30, "hidden") == [7]
+
+
+def test_make_noise_is_seeded():
+    a = tracing.make_noise(3, 2, 8, 0.5, seed=1)
+    assert a.shape == (3, 2, 8)
+    assert torch.equal(a, tracing.make_noise(3, 2, 8, 0.5, seed=1))
+    assert not torch.equal(a, tracing.make_noise(3, 2, 8, 0.5, seed=2))
+    assert 0.2 < float(a.std()) < 0.8
+
+
+def test_clear_errors(model):
+    prompt, subject, answer = FACTS[0]
+    with pytest.raises(ValueError, match="does not occur"):
+        tracing.trace(model, prompt, "Big Ben", answer, progress=False)
+    with pytest.raises(ValueError, match="not one"):
+        tracing.trace(model, prompt, subject, " Parisian suburbs", progress=False)
+    with pytest.raises(ValueError, match="out of range"):
+        tracing.trace(model, prompt, subject, answer, layers=[30], progress=False)
+    with pytest.raises(ValueError, match="out of range"):
+        tracing.trace_reference(model, prompt, subject, answer, layers=[-1])
+    with pytest.raises(ValueError, match="kind"):
+        tracing.trace(model, prompt, subject, answer, kind="resid", progress=False)
+    with pytest.raises(ValueError, match="position"):
+        tracing.trace(model, prompt, subject, answer, positions=[99], progress=False)
+
+
+def test_attribution_patching_shape_and_zero_before_subject(model, scale):
+    prompt, subject, answer = FACTS[1]
+    start, _ = tracing.subject_token_span(model, prompt, subject)
+    estimate = tracing.attribution_patching(model, prompt, subject, answer, samples=2, noise_scale=scale)
+    assert estimate.shape == (model.cfg.n_layers, model.to_tokens(prompt).shape[1])
+    assert estimate[:, :start].abs().max() == 0  # clean and corrupted states are equal there
+    assert estimate[:, start:].abs().max() > 0
+
+
+# ---- checks: each must fail on the stub and on a plausible mistake --------------------------------
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError()
+
+
+def _good_noise_hook(span, scale, seed):
+    def hook(embed, hook=None):
+        noise = tracing.make_noise(embed.shape[0], span[1] - span[0], embed.shape[2], scale, seed)
+        out = embed.clone()
+        out[:, span[0]:span[1]] += noise
+        return out
+    return hook
+
+
+def _unseeded_noise_hook(span, scale, seed):
+    def hook(embed, hook=None):
+        out = embed.clone()
+        out[:, span[0]:span[1]] += scale * torch.randn_like(out[:, span[0]:span[1]])
+        return out
+    return hook
+
+
+def _good_restore_hook(clean_act, position):
+    def hook(act, hook=None):
+        out = act.clone()
+        out[:, position] = clean_act[position]
+        return out
+    return hook
+
+
+def _in_place_restore_hook(clean_act, position):
+    def hook(act, hook=None):
+        act[:, position] = clean_act[position]
+        return act
+    return hook
+
+
+def test_noise_and_restore_checks_pass_on_correct_code(model):
+    checks.check_subject_noise_hook(_good_noise_hook, model)
+    checks.check_subject_noise_hook(_good_noise_hook, model, hidden=True)
+    checks.check_restore_hook(_good_restore_hook, model)
+    checks.check_restore_hook(_good_restore_hook, model, hidden=True)
+
+
+@pytest.mark.parametrize("wrong", [_stub, _unseeded_noise_hook, lambda span, scale, seed: _good_noise_hook(span, 2 * scale, seed)])
+def test_noise_check_fails_on_wrong_code(model, wrong):
+    with pytest.raises(CheckFailed):
+        checks.check_subject_noise_hook(wrong, model)
+
+
+@pytest.mark.parametrize("wrong", [_stub, _in_place_restore_hook,
+                                   lambda clean, position: _good_restore_hook(clean, position + 1)])
+def test_restore_check_fails_on_wrong_code(model, wrong):
+    with pytest.raises(CheckFailed):
+        checks.check_restore_hook(wrong, model)
+
+
+def _cell_without_restore(model, tokens, answer_id, noise_hook, clean_cache, kind, layer, position, samples=10):
+    """A plausible mistake: forgets the restore hook, so every cell is the corrupted baseline."""
+    logits = model.run_with_hooks(tokens.expand(samples, -1), fwd_hooks=[("hook_embed", noise_hook)])
+    return float(logits[:, -1].softmax(-1)[:, answer_id].mean())
+
+
+def test_trace_cell_check_fails_on_wrong_code(model):
+    for wrong in (_stub, _cell_without_restore, lambda *args, **kwargs: 0.5):
+        with pytest.raises(CheckFailed):
+            checks.check_trace_cell(wrong, model)
+
+
+def test_row_and_heatmap_checks_fail_on_wrong_code(model):
+    n_layers = model.cfg.n_layers
+    for wrong in (_stub, lambda *args, **kwargs: torch.zeros(n_layers), lambda *args, **kwargs: torch.zeros(n_layers - 1)):
+        with pytest.raises(CheckFailed):
+            checks.check_trace_row(wrong, model)
+    for wrong in (_stub, lambda *args, **kwargs: torch.zeros(2, 11), lambda *args, **kwargs: [[0.0] * 11] * 2):
+        with pytest.raises(CheckFailed):
+            checks.check_trace_heatmap(wrong, model)
