@@ -29,6 +29,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 TASKS_PATH = Path(__file__).resolve().parent / "data" / "tasks.json"
+# the full table, written by `scripts/measure_tasks.py --out` (every task, every second layer)
+RESULTS_PATH = Path(__file__).resolve().parent / "data" / "task_vector_results.json"
 ARROW = " ->"
 SEPARATOR = "\n"
 FAMILIES = ("algorithmic", "linguistic", "knowledge", "translation")
@@ -256,7 +258,7 @@ def accuracy(model, prompts: Sequence[str], answers: Sequence[str], patch: tuple
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
     targets = answer_ids(model, answers)
-    return float((predict(model, prompts, patch, batch_size) == targets).float().mean())
+    return int((predict(model, prompts, patch, batch_size) == targets).sum()) / len(prompts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,6 +304,13 @@ class TaskVectorResult:
         if self.layers:
             text += f"  task vector {self.best_accuracy:.2f} at layer {self.best_layer:2d}/{self.n_layers}"
         return text
+
+
+def load_results(path: str | Path = RESULTS_PATH) -> list[TaskVectorResult]:
+    """The stored results of ``scripts/measure_tasks.py --out`` as ``TaskVectorResult`` objects."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    names = {f for f in TaskVectorResult.__dataclass_fields__}
+    return [TaskVectorResult(**{k: v for k, v in entry.items() if k in names}) for entry in data["results"]]
 
 
 def evaluate_task(model, task: Task, layers: Sequence[int] | None = None, *, n_test: int = 20, n_demos: int = 5,

@@ -151,7 +151,7 @@ def check_task_vector_accuracy(fn, model, hidden: bool = False):
     """fn(model, queries, answers, theta, layer) -> float: top-1 accuracy with θ patched (replace)."""
     import torch
 
-    pairs, layers = (HIDDEN_UPPER, (19, 7)) if hidden else (UPPER, (21, 3))
+    pairs, layers = (HIDDEN_UPPER, (22, 5)) if hidden else (UPPER, (21, 3))
 
     def body():
         queries, answers = [q for q, _ in pairs], [a for _, a in pairs]
