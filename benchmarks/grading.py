@@ -43,7 +43,9 @@ def main() -> None:
             expected_total += p1 + p2
         workers = args.workers or os.cpu_count() or 1
         start = time.perf_counter()
-        results = grade_folder("00", folder, Path(tmp) / "out", Settings(workers=workers))
+        results = grade_folder("00", folder, Path(tmp) / "out", Settings(workers=workers),
+                               progress=lambda r: print(f"  {r.submission}: {r.total:g} {r.error}", file=sys.stderr,
+                                                        flush=True))
         wall = time.perf_counter() - start
     total = sum(r.total for r in results)
     errors = sum(1 for r in results if r.error)

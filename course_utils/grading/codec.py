@@ -91,7 +91,7 @@ class Encoder:
             import torch
 
             return {"__ndarray__": self._tensor(torch.from_numpy(value.copy()))["__tensor__"]}
-        if callable(value) and self.on_callable is not None and not isinstance(value, type):
+        if self.on_callable is not None and _is_function(value):
             return {"__callable__": self.on_callable(value), "name": str(getattr(value, "__name__", "function"))[:200]}
         return {"__opaque__": type_name(value)}
 
@@ -111,6 +111,18 @@ class Encoder:
         if nbytes:
             self.blob += tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
         return {"__tensor__": {"dtype": dtype, "shape": list(tensor.shape), "offset": offset, "nbytes": nbytes}}
+
+
+def _is_function(value) -> bool:
+    """Functions, methods, partials and callable objects of classes the learner defined (a module such
+    as the model is callable too, but it is an object the grader has its own copy of: sent by type)."""
+    import functools
+    import inspect
+
+    if inspect.isfunction(value) or inspect.ismethod(value) or isinstance(value, functools.partial):
+        return True
+    cls = type(value)
+    return callable(value) and not isinstance(value, type) and cls.__module__ == "__main__"
 
 
 def _is_tensor(value) -> bool:
