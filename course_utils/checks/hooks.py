@@ -22,6 +22,9 @@ HIDDEN_SOURCE_PROMPT = "The Taj Mahal is located in the country of"
 _FAKE_HOOK = SimpleNamespace(name="blocks.3.hook_resid_pre")
 
 
+# Success messages of model-based checks state the tolerance, not the measured difference: the difference
+# between two forward passes can vary with the number of CPU threads, and strict nbval compares outputs.
+
 # ---- helpers -------------------------------------------------------------------------------------
 
 def _expect_callable(obj, what: str) -> None:
@@ -238,7 +241,7 @@ def check_resid_post_stack(fn, model, hidden: bool = False):
         expect(all(f is not None for f in spy.filters),
                "run_with_cache was called without names_filter, so it stored every hook point (about 1400 tensors). "
                "Hint: names_filter=lambda name: name.endswith('hook_resid_post')")
-        return f"matches the residual stream recorded by hooks at all {len(names)} layers ({tolerance_text(diff, 1e-4)})", diff
+        return f"matches the residual stream recorded by hooks at all {len(names)} layers (within atol 1e-4)", diff
 
     run_check("02.5 resid_post_stack", body, hidden_tests=not hidden)
 
@@ -275,7 +278,7 @@ def check_zero_ablation(fn, model, hidden: bool = False):
         truth[:, positions] = 0
         diff = compare_tensors(received, truth, what=f"activation after your hook at {name}", atol=1e-6,
                                dims="batch pos d_model")
-        return f"zeroes positions {positions} at {name} and leaves the rest ({tolerance_text(diff, 1e-6)})", diff
+        return f"zeroes positions {positions} at {name} and leaves the rest (within atol 1e-6)", diff
 
     run_check("02.6 make_zero_ablation", body, hidden_tests=not hidden)
 
@@ -315,7 +318,7 @@ def check_mean_ablation(fn, model, hidden: bool = False):
         truth[:, positions] = model_mean
         diff = compare_tensors(received, truth, what=f"activation after your hook at {name}", atol=1e-6,
                                dims="batch pos d_model")
-        return f"replaces positions {positions} at {name} with the mean ({tolerance_text(diff, 1e-6)})", diff
+        return f"replaces positions {positions} at {name} with the mean (within atol 1e-6)", diff
 
     run_check("02.7 make_mean_ablation", body, hidden_tests=not hidden)
 
@@ -350,16 +353,19 @@ def check_patch_from(fn, model, hidden: bool = False):
         every = list(range(tokens.shape[1]))
         logits, _ = _record_after(model, tokens, name, call(fn, cache, name, every, name="make_patch_from"),
                                   "the model run with your hook")
-        logit_diff = compare_tensors(logits, source_logits, what="logits after patching every position", atol=1e-3,
+        compare_tensors(logits, source_logits, what="logits after patching every position", atol=1e-3,
                                      dims="batch pos d_vocab",
                                      hint="patching all positions of the residual stream must reproduce the source run")
         batch2 = tokens.repeat(2, 1)
+        _, clean2 = _clean(model, batch2, [name])  # batch 2 from its own run: float sums depend on batch size
+        truth2 = clean2[name].clone()
+        truth2[:, positions] = cache[name][:, positions]
         _, received2 = _record_after(model, batch2, name, hook_fn, "the model run on a batch of 2 with your hook")
-        compare_tensors(received2, truth.repeat(2, 1, 1), what="activation for a batch of 2 (cache has batch 1)",
+        compare_tensors(received2, truth2, what="activation for a batch of 2 (cache has batch 1)",
                         atol=1e-6, dims="batch pos d_model",
                         hint="index cache[name][:, positions] and let it broadcast over the batch")
         return (f"patches positions {positions} at {name}; patching every position reproduces the source run "
-                f"(logits max |diff| {logit_diff:.1e}); the cache is untouched", diff)
+                "(logits within atol 1e-3); the cache is untouched", diff)
 
     run_check("02.8 make_patch_from", body, hidden_tests=not hidden)
 
