@@ -17,6 +17,11 @@ Two engines give the same numbers (tested to 1e-5):
   first layer it changes, batches all layers of one token into one growing batch, and unembeds only the
   last position. Restores before the first subject token change nothing, so they are not run.
 
+Why not the bridge's ``start_at_layer``? Profiling showed it saves nothing: TransformerBridge feeds the
+given residual to the Hugging Face model as ``inputs_embeds``, the HF forward runs every block from 0,
+and block L swaps the residual back in (``BlockBridge._maybe_inject_start_residual``), so blocks
+0..L-1 still run. The fast engine therefore uses the weights of ``model.original_model`` directly.
+
 Kinds (ROME's names): ``"hidden"`` restores the residual stream after block l (``hook_resid_post``);
 ``"mlp"`` and ``"attn"`` restore the MLP / attention outputs of a window of ``window`` layers centred
 on l (ROME: 10), at one token.
