@@ -99,6 +99,16 @@ def test_plots_return_figures(model, run):
     assert len(rs.top_tokens_table(lens, model.tokenizer, k=3, layers=[0, 30])) == 2
 
 
+def test_explorer_falls_back_to_a_figure_without_ipywidgets(model, run, monkeypatch):
+    import sys
+
+    from matplotlib.figure import Figure
+
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # makes `import ipywidgets` raise ImportError
+    _, _, cache = run
+    assert isinstance(rs.logit_lens_explorer(rs.logit_lens(model, cache)[:, 0], model.tokenizer), Figure)
+
+
 def test_explorer_is_a_widget_when_ipywidgets_is_installed(model, run):
     widgets = pytest.importorskip("ipywidgets")
     _, _, cache = run
