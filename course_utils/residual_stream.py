@@ -204,8 +204,10 @@ def plot_direct_logit_attribution(dla: Float[Tensor, "component"], labels: Seque
     fig, ax = plt.subplots(figsize=(11, 3.6))
     ax.bar(range(len(values)), values, color=[_COLOURS.get(_kind(lab), "tab:green") for lab in labels])
     ax.axhline(0, color="black", linewidth=0.6)
-    ticks = [i for i, lab in enumerate(labels) if lab == "embed" or lab.endswith(("_0", "5"))]
-    ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=45, ha="right")
+    # one tick per five layers, at the layer's attention bar ("L0", "L5", ...); embed is the grey bar
+    ticks = [i for i, lab in enumerate(labels) if lab.startswith("attn_") and int(lab[5:]) % 5 == 0]
+    ax.set_xticks(ticks, [f"L{labels[i][5:]}" for i in ticks])
+    ax.set_xlabel("component: embed, then attn_L and mlp_L for each layer L")
     ax.set_ylabel("direct logit attribution")
     ax.set_title(title or "Direct contribution of each component to the answer's logit")
     ax.legend(handles=[Patch(color=c, label=k) for k, c in _COLOURS.items()], loc="upper left")
