@@ -13,7 +13,7 @@ Each fact is a dict::
     {"id": "eiffel_tower_city", "subject": "The Eiffel Tower",
      "relation": "{} is located in the city of",
      "prompt": "The Eiffel Tower is located in the city of", "answer": " Paris",
-     "p_answer": 0.7493, "rank": 1, "known": true, "subject_positions": [1, 2, 3, 4]}
+     "p_answer": 0.7525, "rank": 1, "known": true, "subject_positions": [1, 2, 3, 4]}
 
 ``subject_positions`` are positions in ``model.to_tokens(prompt)`` coordinates (the BOS at 0), as
 computed by ``subject_token_span`` for the embedded model's tokenizer.
