@@ -242,11 +242,11 @@ def test_nbgrader_generate_and_autograde(tmp_path):
     env["PATH"] = f"{NBGRADER_VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"  # nbgrader runs `alembic`
 
     def run(*args):
-        done = subprocess.run([str(nbgrader), *args, "--force"], cwd=course, env=env, capture_output=True,
+        done = subprocess.run([str(nbgrader), *args], cwd=course, env=env, capture_output=True,
                               text=True, timeout=1500)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    run("generate_assignment", "lesson00")
+    run("generate_assignment", "lesson00", "--force")
     released = course / "release" / "lesson00" / f"{LESSON}.ipynb"
     text = released.read_text()
     assert "BEGIN HIDDEN TESTS" not in text and "hidden=True" not in text and "BEGIN SOLUTION" not in text
@@ -267,7 +267,7 @@ def test_nbgrader_generate_and_autograde(tmp_path):
         nbformat.write(nb, folder / f"{LESSON}.ipynb")
         (folder / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC")
 
-    run("autograde", "lesson00")
+    run("autograde", "lesson00", "--force")
     assert (course / "gradebook.db").is_file()
     run("export")
     with open(course / "grades.csv", newline="") as f:
