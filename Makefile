@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rsl-installed
 
-.PHONY: setup lab test notebooks solutions check-notebooks bench clean
+.PHONY: setup lab test test-e2e notebooks solutions check-notebooks bench bench-course bench-grading grade nbgrader-venv clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-model.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ lab: setup
 test: setup
 	$(PY) -m pytest
 
+# End-to-end QA (JupyterLab in headless Chromium, simulated Colab); needs Debian's chromium + chromium-driver.
+test-e2e: setup
+	$(PY) -m pytest -m e2e tests/test_course_in_browser.py tests/test_colab_simulation.py
+
 # Authoring: rebuild student notebooks from solutions; re-execute solutions to refresh their outputs.
 notebooks: setup
 	$(PY) -m course_utils.exercises generate
@@ -36,6 +40,19 @@ solutions: setup
 
 bench: setup
 	$(PY) benchmarks/model_load.py
+
+bench-course: setup
+	$(PY) benchmarks/course.py
+
+bench-grading: setup
+	$(PY) benchmarks/grading.py
+
+# Instructors: make grade LESSON=00 SUBMISSIONS=path/to/folder  (writes results/LESSON.csv and .json)
+grade: setup
+	$(PY) -m course_utils.grade $(LESSON) $(SUBMISSIONS) --out results/
+
+nbgrader-venv:
+	scripts/setup_nbgrader_venv.sh
 
 clean:
 	rm -rf $(VENV)

@@ -35,6 +35,7 @@ STUB_ERRORS = {"NotImplementedError", "CheckFailed", "NameError"}
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.e2e,
     pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                        reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)"),
 ]
