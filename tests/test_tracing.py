@@ -39,8 +39,10 @@ def test_fast_equals_reference(model, scale, fact, kind):
     assert not torch.isnan(picked).any()
     assert (picked - reference.scores[layers][:, positions]).abs().max() <= 1e-5
     assert torch.isnan(fast.scores[1]).all()  # untraced layers stay NaN
-    # restoring the last subject token somewhere must bring back some of the answer
-    assert fast.scores[layers, stop - 1].max() > fast.corrupted_prob
+    # ROME's two sites: hidden states and MLP outputs at the last subject token bring back some of the
+    # answer; attention there does almost nothing (lesson 04 measures 0.02), its site is the last token.
+    site = n_pos - 1 if kind == "attn" else stop - 1
+    assert fast.scores[layers, site].max() > fast.corrupted_prob
 
 
 def test_fast_full_row_equals_reference_cells(model, scale):
