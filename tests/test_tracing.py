@@ -121,8 +121,10 @@ def test_attribution_patching_shape_and_zero_before_subject(model, scale):
     start, _ = tracing.subject_token_span(model, prompt, subject)
     estimate = tracing.attribution_patching(model, prompt, subject, answer, samples=2, noise_scale=scale)
     assert estimate.shape == (model.cfg.n_layers, model.to_tokens(prompt).shape[1])
-    assert estimate[:, :start].abs().max() == 0  # clean and corrupted states are equal there
-    assert estimate[:, start:].abs().max() > 0
+    # clean and corrupted states are equal there; only batch-size-dependent float rounding (~1e-9 with 2
+    # threads) remains, against effects of order 1e-2 at the subject
+    assert estimate[:, :start].abs().max() <= 1e-6
+    assert estimate[:, start:].abs().max() > 1e-3
 
 
 # ---- checks: each must fail on the stub and on a plausible mistake --------------------------------
