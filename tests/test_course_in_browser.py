@@ -13,6 +13,7 @@ where they are missing.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts" / "browser"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's text
 STUB_ERRORS = {"NotImplementedError", "CheckFailed", "NameError"}
 
 pytestmark = [
@@ -55,8 +57,12 @@ def lab(tmp_path_factory):
     for folder in ("solutions", "notebooks"):
         shutil.copytree(ROOT / folder, root / folder)
     port, token = _free_port(), secrets.token_hex(16)
+    settings = root / ".lab-settings"
+    notification = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text('{"fetchNews": "false", "checkForUpdates": false}')  # no "get news?" prompt offline
     env = dict(os.environ, PYTHONPATH=str(ROOT), JUPYTER_CONFIG_DIR=str(root / ".jupyter"),
-               JUPYTER_RUNTIME_DIR=str(root / ".runtime"))
+               JUPYTER_RUNTIME_DIR=str(root / ".runtime"), JUPYTERLAB_SETTINGS_DIR=str(settings))
     log = open(root / "lab.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--allow-root",
@@ -135,9 +141,15 @@ def run_in_lab(driver, lab, relative_path: str, timeout: float = 600) -> tuple[n
     driver.execute_script(_START_RUN_ALL)
     outcome = _poll(driver, "return window.__rslRunAll;", timeout, f"{relative_path} to run and save")
     assert not outcome.startswith("error"), f"{relative_path}: {outcome}"
-    widgets = len(driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output .jupyter-widgets"))
+    rendered = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output .jupyter-widgets")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(ARTIFACTS / (relative_path.replace("/", "__").removesuffix(".ipynb") + ".png")))
+    stem = str(ARTIFACTS / relative_path.replace("/", "__").removesuffix(".ipynb"))
+    driver.save_screenshot(stem + ".png")  # the end of the lesson
+    if rendered:  # and the first live widget (a slider, a quiz), scrolled into view
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", rendered[0])
+        time.sleep(1)
+        driver.save_screenshot(stem + "__widget.png")
+    widgets = len(rendered)
     driver.execute_script("window.jupyterapp.commands.execute('kernelmenu:shutdown')")
     return nbformat.read(lab["root"] / relative_path, as_version=4), widgets
 
@@ -148,8 +160,10 @@ def _errors(nb):
 
 
 def _shows_widgets(nb) -> bool:
-    return any(WIDGET_MIME in output.get("data", {}) for cell in nb.cells if cell.cell_type == "code"
-               for output in cell.get("outputs", []))
+    """Whether the lesson displays interactive widgets (a slider, a quiz); progress bars do not count:
+    they close themselves when their loop ends."""
+    return any(WIDGET_MIME in output.get("data", {}) and not PROGRESS_BAR.search(output["data"].get("text/plain", ""))
+               for cell in nb.cells if cell.cell_type == "code" for output in cell.get("outputs", []))
 
 
 @pytest.mark.parametrize("name", LESSONS)
@@ -169,6 +183,6 @@ def test_student_notebook_stops_only_at_a_stub(lab, browser, name):
     errors = _errors(nb)
     assert errors, f"{name}: the student notebook ran to the end although its exercises are stubs"
     first_cell, first_error = errors[0]
-    first_exercise = min(e.cell_index for e in exercises.exercises(nb))
+    first_exercise = min(i for i, cell in enumerate(nb.cells) if exercises.is_exercise(cell))
     assert first_error.ename in STUB_ERRORS, f"{name}: stopped at cell {first_cell} on {first_error.ename}: {first_error.evalue}"
     assert first_cell >= first_exercise, f"{name}: failed at cell {first_cell}, before the first exercise ({first_exercise})"

@@ -45,14 +45,20 @@ def test_fast_equals_reference(model, scale, fact, kind):
     assert fast.scores[layers, site].max() > fast.corrupted_prob
 
 
-def test_fast_full_row_equals_reference_cells(model, scale):
-    """All 30 layers of one token in one growing batch: spot-check against ROME's loop."""
-    prompt, subject, answer = FACTS[0]
-    _, stop = tracing.subject_token_span(model, prompt, subject)
-    kwargs = dict(samples=2, noise_scale=scale, seed=0, positions=[stop - 1])
-    fast = tracing.trace(model, prompt, subject, answer, "mlp", progress=False, **kwargs)
-    reference = tracing.trace_reference(model, prompt, subject, answer, "mlp", layers=[2, 9, 26], **kwargs)
-    assert (fast.scores[[2, 9, 26], stop - 1] - reference.scores[[2, 9, 26], stop - 1]).abs().max() <= 1e-5
+@pytest.mark.parametrize("kind", tracing.KINDS)
+def test_fast_full_rows_equal_reference_cells(model, scale, kind):
+    """All 30 layers of a token in one growing batch (cells share rows while their restores agree, e.g.
+    the MLP/attention windows clipped at layer 0; hidden restores at the first subject token move it into
+    the cached prefix): spot-check against ROME's loop, including the clipped windows 0..5 and layer 6."""
+    prompt, subject, answer = FACTS[1]  # "Japan": one subject token, so the first and last subject token
+    start, stop = tracing.subject_token_span(model, prompt, subject)
+    last = model.to_tokens(prompt).shape[1] - 1
+    kwargs = dict(samples=2, noise_scale=scale, seed=0, positions=[start, last])
+    fast = tracing.trace(model, prompt, subject, answer, kind, progress=False, **kwargs)
+    layers = [0, 3, 5, 6, 28, 29]
+    reference = tracing.trace_reference(model, prompt, subject, answer, kind, layers=layers, **kwargs)
+    picked = [start, last]
+    assert (fast.scores[layers][:, picked] - reference.scores[layers][:, picked]).abs().max() <= 1e-5
 
 
 def test_trace_result_and_plot(model, scale):
@@ -202,6 +208,21 @@ def test_row_and_heatmap_checks_fail_on_wrong_code(model):
     for wrong in (_stub, lambda *args, **kwargs: torch.zeros(n_layers), lambda *args, **kwargs: torch.zeros(n_layers - 1)):
         with pytest.raises(CheckFailed):
             checks.check_trace_row(wrong, model)
-    for wrong in (_stub, lambda *args, **kwargs: torch.zeros(2, 11), lambda *args, **kwargs: [[0.0] * 11] * 2):
+    n_pos = model.to_tokens(checks.SHORT_FACT[0]).shape[1]  # the heatmap check uses a short prompt
+    for wrong in (_stub, lambda *args, **kwargs: torch.zeros(2, n_pos), lambda *args, **kwargs: torch.zeros(2, n_pos + 5),
+                  lambda *args, **kwargs: [[0.0] * n_pos] * 2):
         with pytest.raises(CheckFailed):
             checks.check_trace_heatmap(wrong, model)
+
+
+def test_trace_all_kinds_shares_runs_but_equals_single_traces(model, scale):
+    prompt, subject, answer = FACTS[1]
+    last = model.to_tokens(prompt).shape[1] - 1
+    kwargs = dict(samples=2, noise_scale=scale, seed=4, layers=[2, 20], positions=[last], progress=False)
+    together = tracing.trace_all_kinds(model, prompt, subject, answer, **kwargs)
+    assert list(together) == list(tracing.KINDS)
+    for kind, result in together.items():
+        alone = tracing.trace(model, prompt, subject, answer, kind, **kwargs)
+        assert result.settings == alone.settings and result.settings.kind == kind
+        assert torch.equal(torch.nan_to_num(result.scores), torch.nan_to_num(alone.scores))
+        assert result.corrupted_prob == alone.corrupted_prob

@@ -11,11 +11,14 @@ from . import _Fail, call, compare_tensors, expect, run_check, tolerance_text
 
 PROMPT, SUBJECT, ANSWER = "The Eiffel Tower is located in the city of", "The Eiffel Tower", " Paris"
 HIDDEN_PROMPT, HIDDEN_SUBJECT, HIDDEN_ANSWER = "The Colosseum is located in the city of", "The Colosseum", " Rome"
+# The heatmap checks run one forward pass per cell of the learner's loop: short prompts keep them cheap.
+SHORT_FACT = ("The capital of Japan is", "Japan", " Tokyo")
+HIDDEN_SHORT_FACT = ("Paris is the capital of", "Paris", " France")
 SEED = 0
 ATOL = 1e-5
 
 
-def _setup(model, hidden: bool, samples: int):
+def _setup(model, hidden: bool, samples: int, short: bool = False):
     """tokens, answer id, span, noise scale, a noise hook and the clean cache for the check's fact."""
     import torch
 
@@ -24,7 +27,10 @@ def _setup(model, hidden: bool, samples: int):
     from ..hooks import make_noise_hook
     from ..predictions import answer_token_id
 
-    prompt, subject, answer = (HIDDEN_PROMPT, HIDDEN_SUBJECT, HIDDEN_ANSWER) if hidden else (PROMPT, SUBJECT, ANSWER)
+    if short:
+        prompt, subject, answer = HIDDEN_SHORT_FACT if hidden else SHORT_FACT
+    else:
+        prompt, subject, answer = (HIDDEN_PROMPT, HIDDEN_SUBJECT, HIDDEN_ANSWER) if hidden else (PROMPT, SUBJECT, ANSWER)
     scale = tracing.NOISE_MULTIPLIER * tracing.subject_embedding_std(model, [f["subject"] for f in load_facts()])
     span = tracing.subject_token_span(model, prompt, subject)
     tokens = model.to_tokens(prompt)
@@ -157,7 +163,7 @@ def check_trace_heatmap(fn, model, hidden: bool = False):
     samples = 2
 
     def body():
-        s = _setup(model, hidden, samples)
+        s = _setup(model, hidden, samples, short=True)
         kind, layers = ("attn", [4, 25]) if hidden else ("hidden", [5, 22])
         got = call(fn, model, s["tokens"], s["answer_id"], s["noise_hook"], s["cache"], kind, layers, samples,
                    name="trace_heatmap")
