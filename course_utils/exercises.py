@@ -174,14 +174,35 @@ def lesson_summary(nb) -> tuple[str, str]:
     return (title.group(1).strip() if title else "?"), (time.group(1).strip() if time else "?")
 
 
+def lesson_objectives(nb) -> list[str]:
+    """The bullets after '**You will:**' in the first markdown cell, each joined onto one line."""
+    first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
+    if "**You will:**" not in first:
+        return []
+    objectives: list[str] = []
+    for line in first.split("**You will:**", 1)[1].splitlines()[1:]:
+        if line.startswith("- "):
+            objectives.append(line[2:].strip())
+        elif line.startswith("  ") and objectives:
+            objectives[-1] += " " + line.strip()
+        else:
+            break
+    return objectives
+
+
 def course_map(solutions: dict[Path, nbformat.NotebookNode]) -> str:
+    """The README's course map: a table of lessons, then each lesson's objectives."""
     rows = ["| lesson | time | student notebook | solution | Colab |", "| --- | --- | --- | --- | --- |"]
+    details = []
     for path, nb in solutions.items():
         title, time = lesson_summary(nb)
         student = f"notebooks/{path.name}"
         badge = f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(student)})"
         rows.append(f"| {title} | {time} | [{student}]({student}) | [solutions/{path.name}](solutions/{path.name}) | {badge} |")
-    return "\n".join(rows)
+        objectives = lesson_objectives(nb)
+        if objectives:
+            details.append(f"**{title}** ({time}). You will:\n" + "\n".join(f"- {o}" for o in objectives))
+    return "\n".join(rows) + ("\n\n" + "\n\n".join(details) if details else "")
 
 
 def readme_with_map(text: str, table: str) -> str:

@@ -72,7 +72,7 @@ def subject_embedding_std(model, subjects: list[str]) -> float:
     for subject in subjects:
         ids += model.tokenizer.encode(" " + subject.strip(), add_special_tokens=False)
     embed = model.original_model.get_input_embeddings().weight.detach()
-    return float(embed[torch.tensor(ids)].std())
+    return float(embed[torch.tensor(ids, device=embed.device)].std())
 
 
 def make_noise(samples: int, n_tokens: int, d_model: int, scale: float,
@@ -340,8 +340,8 @@ def _block(w: _Weights, layer: int, x, cos, sin, k_prefix=None, v_prefix=None,
     scores = qg @ keys.transpose(-1, -2) * w.d_head ** -0.5  # [batch, n_kv, group*q, key]
     n_keys = keys.shape[2]
     if q_len > 1:
-        query_pos = torch.arange(n_keys - q_len, n_keys).repeat(group)
-        scores = scores.masked_fill(torch.arange(n_keys)[None, :] > query_pos[:, None], float("-inf"))
+        query_pos = torch.arange(n_keys - q_len, n_keys, device=x.device).repeat(group)
+        scores = scores.masked_fill(torch.arange(n_keys, device=x.device)[None, :] > query_pos[:, None], float("-inf"))
     z = scores.softmax(-1) @ values  # [batch, n_kv, group*q, d_head]
     z = z.view(batch, w.n_heads, q_len, w.d_head).transpose(1, 2).reshape(batch, q_len, -1)
     attn_out = F.linear(z, p["self_attn.o_proj.weight"])
@@ -368,7 +368,7 @@ class _Run:
 
 
 def _full_run(w: _Weights, embeds) -> _Run:
-    cos, sin = w.rotary(torch.arange(embeds.shape[1]))
+    cos, sin = w.rotary(torch.arange(embeds.shape[1], device=embeds.device))
     run = _Run([embeds], [], [], [], [])
     x = embeds
     for layer in range(w.n_layers):
@@ -415,7 +415,8 @@ def _trace_position(w, clean, corrupted, pos, layers, kind, window, answer_id, s
     positions are computed."""
     n_layers, n_pos = w.n_layers, corrupted.resid[0].shape[1]
     first = pos + 1 if clean_prefix else pos  # first computed position
-    cos, sin = w.rotary(torch.arange(first, n_pos))
+    device = corrupted.resid[0].device
+    cos, sin = w.rotary(torch.arange(first, n_pos, device=device))
     schedule = [_cell_schedule(w, clean, corrupted, pos, layer, kind, window) for layer in layers]
     out = torch.empty(len(layers))
     # a group: cells whose runs are identical so far, sharing `samples` rows of x
@@ -448,7 +449,7 @@ def _trace_position(w, clean, corrupted, pos, layers, kind, window, answer_id, s
                     split.append(part)
                     rows.append(g)
         if len(split) != len(groups):
-            index = (torch.tensor(rows)[:, None] * samples + torch.arange(samples)).flatten()
+            index = (torch.tensor(rows, device=device)[:, None] * samples + torch.arange(samples, device=device)).flatten()
             x = x[index]
         groups = split
         n_rows = len(groups) * samples
@@ -458,14 +459,14 @@ def _trace_position(w, clean, corrupted, pos, layers, kind, window, answer_id, s
             v_prefix = torch.cat([v_prefix[:, :, :pos], clean.values[block][:, :, pos:pos + 1].expand(samples, -1, -1, -1)], 2)
         k_prefix, v_prefix = k_prefix.repeat(len(groups), 1, 1, 1), v_prefix.repeat(len(groups), 1, 1, 1)
         patch = None
-        on = torch.tensor([block in schedule[cells[0]][2] for cells in groups]).repeat_interleave(samples)
+        on = torch.tensor([block in schedule[cells[0]][2] for cells in groups], device=device).repeat_interleave(samples)
         if on.any():
             source = clean.attn_out if kind == "attn" else clean.mlp_out
             patch = (on, source[block][0, pos])
         x, *_ = _block(w, block, x, cos, sin, k_prefix, v_prefix,
                        attn_patch=patch if kind == "attn" else None, mlp_patch=patch if kind == "mlp" else None,
                        last_only=block == n_layers - 1)
-    probs = _answer_prob(w, x[:, -1], answer_id).view(len(groups), samples).mean(1)
+    probs = _answer_prob(w, x[:, -1], answer_id).view(len(groups), samples).mean(1).cpu()
     for g, cells in enumerate(groups):
         out[torch.tensor(cells)] = probs[g]
     return out
@@ -550,7 +551,7 @@ def attribution_patching(model, prompt: str, subject: str, answer: str, *, sampl
         clean = _full_run(w, embeds)
     noisy = embeds.repeat(samples, 1, 1)
     noisy[:, span[0]:span[1]] += noise.to(noisy)
-    cos, sin = w.rotary(torch.arange(tokens.shape[1]))
+    cos, sin = w.rotary(torch.arange(tokens.shape[1], device=noisy.device))
     x, states = noisy.requires_grad_(), []
     with torch.enable_grad():
         for layer in range(w.n_layers):
@@ -561,4 +562,4 @@ def attribution_patching(model, prompt: str, subject: str, answer: str, *, sampl
         p_answer.backward()
     estimate = torch.stack([((clean.resid[layer + 1] - state.detach()) * state.grad).sum(-1).mean(0)
                             for layer, state in enumerate(states)])
-    return estimate.detach()
+    return estimate.detach().cpu()

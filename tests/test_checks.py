@@ -119,3 +119,12 @@ def test_top_k_check_rejects_wrong_answers(model, wrong):
 
 def test_top_k_check_accepts_right_answer(model):
     first_look.check_top_k(right_top_k, model)
+
+
+def test_failed_check_shows_one_line_in_ipython_instead_of_a_traceback():
+    from course_utils.checks import CheckFailed, CheckResult
+
+    error = CheckFailed(CheckResult("99.1 demo", False, "wrong shape"))
+    lines = error._render_traceback_()
+    assert len(lines) == 1 and "99.1 demo" in lines[0] and "❌" in lines[0]
+    assert isinstance(error, AssertionError)  # nbgrader and the grader still count the cell as failed

@@ -49,8 +49,13 @@ def colab_env(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
     # what Colab already has: torch and a Jupyter kernel
-    subprocess.run([python, "-m", "pip", "install", "-q", _pin("torch"), "ipykernel", "nbclient", "nbformat"],
-                   check=True)
+    done = subprocess.run([python, "-m", "pip", "install", "-q", _pin("torch"), "ipykernel", "nbclient", "nbformat"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        message = f"could not build the simulated Colab environment (no package index?):\n{done.stderr[-2000:]}"
+        if os.environ.get("RSL_REQUIRE_E2E") == "1":  # set by .ci/run
+            pytest.fail(message)
+        pytest.skip(message)
     fake = work / "fake_colab"
     (fake / "google" / "colab").mkdir(parents=True)
     (fake / "google" / "__init__.py").write_text("")

@@ -21,7 +21,8 @@ def _nbgrader(grade_id, solution=False, grade=False, points=None):
 
 def make_solution():
     cells = [
-        nbformat.v4.new_markdown_cell("# Lesson 99 — Test\n\n**Time:** about 5 minutes."),
+        nbformat.v4.new_markdown_cell("# Lesson 99 — Test\n\n**Time:** about 5 minutes. **You will:**\n"
+                                      "- double a number,\n  twice;\n- check it.\n\nMore text."),
         nbformat.v4.new_code_cell(setup_cell_source()),
         nbformat.v4.new_code_cell(
             "def double(x):\n    \"\"\"Twice x.\"\"\"\n    ### BEGIN SOLUTION\n    y = 2 * x\n    return y\n    ### END SOLUTION",
@@ -81,6 +82,14 @@ def test_course_map_lists_title_time_and_colab_link():
     table = exercises.course_map({exercises.SOLUTIONS / "99_test.ipynb": make_solution()})
     assert "| Lesson 99 — Test | about 5 minutes | [notebooks/99_test.ipynb]" in table
     assert "colab.research.google.com/github/" in table and "notebooks/99_test.ipynb)" in table
+    assert "**Lesson 99 — Test** (about 5 minutes). You will:\n- double a number, twice;\n- check it." in table
+    assert "More text" not in table
+
+
+def test_every_lesson_states_its_objectives():
+    for path in LESSONS:
+        objectives = exercises.lesson_objectives(nbformat.read(path, as_version=4))
+        assert len(objectives) >= 3, f"{path.name}: the first cell needs '**You will:**' and at least 3 bullets"
 
 
 def test_committed_generated_files_are_up_to_date():

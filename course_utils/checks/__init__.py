@@ -46,6 +46,11 @@ class CheckFailed(AssertionError):
         super().__init__(result.line())
         self.result = result
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython calls this instead of printing a traceback: the ❌ line above says what is wrong and
+        a traceback into the check's own code would only bury it."""
+        return [f"CheckFailed: {self.result.exercise} did not pass (see the ❌ line above); fix the exercise and re-run."]
+
 
 class _Fail(Exception):
     """Internal: stops a check early with a learner-facing message."""
