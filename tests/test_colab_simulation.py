@@ -65,7 +65,7 @@ def colab_env(tmp_path_factory):
     env["PYTHONPATH"] = str(fake)
     check = subprocess.run([python, "-c", "import sys; import importlib.util as u; "
                             "print('google.colab' in sys.modules, u.find_spec('course_utils') is None)"],
-                           env=env, capture_output=True, text=True, check=True)
+                           env=env, capture_output=True, text=True, check=True, cwd=work)
     assert check.stdout.split() == ["True", "True"], "the simulated Colab must start without course_utils"
     return python, env, work
 
@@ -83,7 +83,7 @@ def test_notebook_runs_on_simulated_colab(colab_env, name):
             cell.outputs = []
     copy = work / name
     nbformat.write(nb, copy)
-    subprocess.run([python, "-c", RUNNER, str(copy), str(work)], env=env, check=True, timeout=1800)
+    subprocess.run([python, "-c", RUNNER, str(copy), str(work)], env=env, check=True, timeout=1800, cwd=work)
     ran = nbformat.read(copy, as_version=4)
     errors = [(i, o.ename, o.evalue) for i, c in enumerate(ran.cells) if c.cell_type == "code"
               for o in c.outputs if o.output_type == "error"]
