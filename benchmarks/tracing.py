@@ -8,12 +8,15 @@
 Prints both wall times, the speed-up ratio and the largest score difference (must be ≤ 1e-5).
 Targets (lesson 04): ratio ≥ 4× for the hidden-state trace; all three kinds of one fact < 30 s on
 2 CPU cores. Timings depend on the machine and on whatever else runs on it: run on an idle machine.
+With --kinds it also counts the fast engine's matrix-product FLOPs and measures this CPU's float32
+matrix-product rate, which bounds how fast an exact trace can be here.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -62,7 +65,46 @@ def main() -> None:
             elapsed = time.perf_counter() - start
             total += elapsed
             print(f"fast {kind}: {elapsed:.1f} s")
-        print(f"all three kinds: {total:.1f} s")
+        print(f"all three kinds, one trace() each: {total:.1f} s")
+        with counting_matrix_products() as count:
+            start = time.perf_counter()
+            tracing.trace_all_kinds(model, fact["prompt"], fact["subject"], fact["answer"], noise_scale=scale, progress=False)
+            elapsed = time.perf_counter() - start
+        peak = sgemm_peak()
+        print(f"all three kinds, trace_all_kinds (shared clean/corrupted runs): {elapsed:.1f} s, of which matrix products "
+              f"{count['flop'] / 1e12:.2f} TFLOP in {count['seconds']:.1f} s ({count['flop'] / count['seconds'] / 1e9:.0f} GFLOP/s)")
+        print(f"this CPU's float32 matrix-product peak, measured now: {peak / 1e9:.0f} GFLOP/s, so the matrix products "
+              f"alone need at least {count['flop'] / peak:.1f} s")
+
+
+@contextmanager
+def counting_matrix_products():
+    """Count the FLOPs and time of every F.linear the fast engine runs (its matrix products)."""
+    count = {"flop": 0, "seconds": 0.0}
+    linear = tracing.F.linear
+
+    def counted(x, weight, bias=None):
+        start = time.perf_counter()
+        out = linear(x, weight, bias)
+        count["seconds"] += time.perf_counter() - start
+        count["flop"] += 2 * (x.numel() // x.shape[-1]) * weight.shape[0] * weight.shape[1]
+        return out
+
+    tracing.F.linear = counted
+    try:
+        yield count
+    finally:
+        tracing.F.linear = linear
+
+
+def sgemm_peak(rows: int = 3000, repeats: int = 20) -> float:
+    """FLOP/s of the engine's most common product ([rows, 576] x [576, 1536]) on this machine."""
+    x, weight = torch.randn(rows, 576), torch.randn(1536, 576)
+    tracing.F.linear(x, weight)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        tracing.F.linear(x, weight)
+    return repeats * 2 * rows * 576 * 1536 / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":
