@@ -441,25 +441,25 @@ def _trace_position(w, clean, corrupted, pos, layers, kind, window, answer_id, s
         if block == n_layers:
             break
         # split groups whose cells disagree on restoring at this block
-        active = [[i for i in cells if block in schedule[i][2]] for cells in groups]
-        split, rows = [], []
+        split, rows, restoring = [], [], []
         for g, cells in enumerate(groups):
-            for part in (active[g], [i for i in cells if i not in active[g]]):
+            active = [i for i in cells if block in schedule[i][2]]
+            for part, flag in ((active, True), ([i for i in cells if i not in active], False)):
                 if part:
                     split.append(part)
                     rows.append(g)
+                    restoring.append(flag)
         if len(split) != len(groups):
             index = (torch.tensor(rows, device=device)[:, None] * samples + torch.arange(samples, device=device)).flatten()
             x = x[index]
         groups = split
-        n_rows = len(groups) * samples
-        k_prefix, v_prefix = corrupted.keys[block][:, :, :first], corrupted.values[block][:, :, :first]
-        if clean_prefix:
-            k_prefix = torch.cat([k_prefix[:, :, :pos], clean.keys[block][:, :, pos:pos + 1].expand(samples, -1, -1, -1)], 2)
-            v_prefix = torch.cat([v_prefix[:, :, :pos], clean.values[block][:, :, pos:pos + 1].expand(samples, -1, -1, -1)], 2)
+        k_prefix, v_prefix = corrupted.keys[block][:, :, :pos], corrupted.values[block][:, :, :pos]
+        if clean_prefix:  # the restored position itself is clean from here on
+            k_prefix = torch.cat([k_prefix, clean.keys[block][:, :, pos:pos + 1].expand(samples, -1, -1, -1)], 2)
+            v_prefix = torch.cat([v_prefix, clean.values[block][:, :, pos:pos + 1].expand(samples, -1, -1, -1)], 2)
         k_prefix, v_prefix = k_prefix.repeat(len(groups), 1, 1, 1), v_prefix.repeat(len(groups), 1, 1, 1)
         patch = None
-        on = torch.tensor([block in schedule[cells[0]][2] for cells in groups], device=device).repeat_interleave(samples)
+        on = torch.tensor(restoring, device=device).repeat_interleave(samples)
         if on.any():
             source = clean.attn_out if kind == "attn" else clean.mlp_out
             patch = (on, source[block][0, pos])
@@ -514,7 +514,6 @@ def _trace_kinds(model, prompt, subject, answer, kinds, samples, noise_scale, se
     corrupted = _full_run(w, noisy)
     corrupted_prob = float(_answer_prob(w, corrupted.resid[-1][:, -1], answer_id).mean())
     str_tokens = model.to_str_tokens(tokens)
-    results = {}
     rows = [(kind, pos) for kind in kinds for pos in positions]
     scores = {kind: torch.full((w.n_layers, n_pos), float("nan")) for kind in kinds}
     for kind, pos in _progress(rows, progress, "token"):
@@ -524,10 +523,8 @@ def _trace_kinds(model, prompt, subject, answer, kinds, samples, noise_scale, se
             clean_prefix = kind == "hidden" and pos == span[0] and pos + 1 < n_pos
             scores[kind][layers, pos] = _trace_position(w, clean, corrupted, pos, layers, kind, window, answer_id,
                                                         samples, clean_prefix)
-    for kind in kinds:
-        results[kind] = TraceResult(prompt, subject, answer, str_tokens, span, scores[kind], clean_prob,
-                                    corrupted_prob, replace(settings, kind=kind))
-    return results
+    return {kind: TraceResult(prompt, subject, answer, str_tokens, span, scores[kind], clean_prob, corrupted_prob,
+                              replace(settings, kind=kind)) for kind in kinds}
 
 
 # --------------------------------------------------------------------------------------------
