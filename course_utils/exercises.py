@@ -1,277 +1,114 @@
-"""The single-source exercise format, and the generator of student notebooks.
+"""The course's authoring command line; the format and the generator live in ``course_utils.authoring``.
 
-``solutions/NN_topic.ipynb`` is the only source. It uses nbgrader's conventions, so an instructor can
-hand it to nbgrader unchanged:
+    python -m course_utils.exercises generate [PATH ...]  # rewrite notebooks/, setup cells, README
+                                                          # map, course_utils/from_solutions/
+    python -m course_utils.exercises check                # exit 1 if anything is out of date
+    python -m course_utils.exercises execute [PATH ...]   # re-run solutions, saving their outputs
+    python -m course_utils.exercises mark NOTEBOOK NAME ... --module MODULE
+                                                          # export cells (see authoring.export)
 
-* an exercise cell has metadata ``nbgrader.solution = true`` and a ``grade_id``; the learner's part
-  sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION``;
-* a check cell has ``nbgrader.grade = true``, ``locked = true``, ``points`` and a ``grade_id``; it calls
-  ``course_utils.checks`` and may hold ``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS``;
-* the first code cell is the setup cell from ``course_utils.colab``.
-
-``generate_student`` turns a solution notebook into ``notebooks/NN_topic.ipynb``: each solution region
-becomes ``# YOUR CODE HERE`` + ``raise NotImplementedError()`` (what nbgrader writes), hidden tests are
-removed, outputs cleared. Usage::
-
-    python -m course_utils.exercises generate [PATH] # rewrite notebooks/ (and solutions' setup cells)
-    python -m course_utils.exercises check           # exit 1 if anything is out of date
-    python -m course_utils.exercises execute [PATH]  # re-run solutions, saving their outputs
+The names other code imports from here (the format, the paths, the generator) are re-exported.
 """
 
 from __future__ import annotations
 
-import copy
-import re
+import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
-from .colab import SETUP_MARKER, colab_url, setup_cell_source
+from .authoring.course_map import (
+    MAP_END,
+    MAP_START,
+    course_map,
+    lesson_objectives,
+    lesson_summary,
+    readme_with_map,
+)
+from .authoring.execution import execute
+from .authoring.exercise_format import (
+    BEGIN_HIDDEN,
+    BEGIN_SOLUTION,
+    END_HIDDEN,
+    END_SOLUTION,
+    EXPORT_MARKER,
+    STUB,
+    Exercise,
+    FormatError,
+    dumps,
+    exercises,
+    generate_student,
+    is_check,
+    is_exercise,
+    nbgrader_meta,
+    setup_cell_index,
+    with_current_setup_cell,
+)
+from .authoring.export import mark
+from .authoring.generated import duplicated_exports, expected_files, out_of_date, write
+from .paths import FROM_SOLUTIONS, NOTEBOOKS, README, ROOT, SOLUTIONS, lesson_paths
 
-ROOT = Path(__file__).resolve().parent.parent
-SOLUTIONS = ROOT / "solutions"
-NOTEBOOKS = ROOT / "notebooks"
-
-BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
-BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
-STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
-_KEEP_METADATA = ("kernelspec", "language_info")
-
-
-class FormatError(ValueError):
-    """A solution notebook breaks the exercise format; the message names the cell."""
-
-
-@dataclass
-class Exercise:
-    """One graded pair: the exercise cell and the check cell(s) that follow it."""
-
-    grade_id: str
-    cell_index: int
-    check_ids: list[str]
-
-
-def nbgrader_meta(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
-def is_exercise(cell) -> bool:
-    return cell.cell_type == "code" and bool(nbgrader_meta(cell).get("solution"))
-
-
-def is_check(cell) -> bool:
-    return cell.cell_type == "code" and bool(nbgrader_meta(cell).get("grade"))
-
-
-def _replace_regions(source: str, begin: str, end: str, stub: tuple[str, ...] | None, where: str) -> str:
-    lines = source.split("\n")
-    out: list[str] = []
-    inside = False
-    for number, line in enumerate(lines, 1):
-        stripped = line.strip()
-        if stripped == begin:
-            if inside:
-                raise FormatError(f"{where}: nested '{begin}' at line {number}")
-            inside = True
-            indent = line[: len(line) - len(line.lstrip())]
-            if stub:
-                out.extend(indent + s for s in stub)
-        elif stripped == end:
-            if not inside:
-                raise FormatError(f"{where}: '{end}' without '{begin}' at line {number}")
-            inside = False
-        elif not inside:
-            out.append(line)
-    if inside:
-        raise FormatError(f"{where}: '{begin}' is never closed")
-    return "\n".join(out)
+__all__ = [
+    "BEGIN_HIDDEN", "BEGIN_SOLUTION", "END_HIDDEN", "END_SOLUTION", "EXPORT_MARKER", "FROM_SOLUTIONS",
+    "MAP_END", "MAP_START", "NOTEBOOKS", "README", "ROOT", "SOLUTIONS", "STUB", "Exercise",
+    "FormatError", "course_map", "dumps", "execute", "exercises", "expected_files",
+    "generate_student", "is_check", "is_exercise", "lesson_objectives", "lesson_paths",
+    "lesson_summary", "main", "mark", "nbgrader_meta", "out_of_date", "readme_with_map",
+    "setup_cell_index", "with_current_setup_cell",
+]  # fmt: skip
 
 
-def exercises(nb) -> list[Exercise]:
-    """The exercises of a solution notebook, each with the checks up to the next exercise."""
-    found: list[Exercise] = []
-    seen: set[str] = set()
-    for index, cell in enumerate(nb.cells):
-        meta = nbgrader_meta(cell)
-        if not (is_exercise(cell) or is_check(cell)):
-            continue
-        grade_id = meta.get("grade_id")
-        if not grade_id or not re.fullmatch(r"[A-Za-z0-9_\-.]+", grade_id):
-            raise FormatError(f"cell {index}: nbgrader cell needs a grade_id of letters, digits, _ - .")
-        if grade_id in seen:
-            raise FormatError(f"cell {index}: grade_id {grade_id!r} is used twice")
-        seen.add(grade_id)
-        if is_exercise(cell):
-            if BEGIN_SOLUTION not in cell.source:
-                raise FormatError(f"cell {index} ({grade_id}): exercise cell has no '{BEGIN_SOLUTION}'")
-            found.append(Exercise(grade_id, index, []))
-        else:
-            if not meta.get("locked") or "points" not in meta:
-                raise FormatError(f"cell {index} ({grade_id}): check cells must be locked and have points")
-            if not found:
-                raise FormatError(f"cell {index} ({grade_id}): check cell before any exercise")
-            found[-1].check_ids.append(grade_id)
-    for exercise in found:
-        if not exercise.check_ids:
-            raise FormatError(f"exercise {exercise.grade_id} has no check cell after it")
-    return found
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
-def setup_cell_index(nb) -> int:
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type == "code":
-            if not cell.source.startswith(SETUP_MARKER):
-                raise FormatError(f"cell {index}: the first code cell must be the course setup cell")
-            return index
-    raise FormatError("notebook has no code cell")
-
-
-def with_current_setup_cell(nb):
-    """A copy of ``nb`` whose setup cell holds the current ``setup_cell_source()``."""
-    nb = copy.deepcopy(nb)
-    nb.cells[setup_cell_index(nb)].source = setup_cell_source()
-    return nb
-
-
-def generate_student(solution) -> nbformat.NotebookNode:
-    """The student notebook for a solution notebook (a new object; the input is not changed)."""
-    exercises(solution)  # validates the format
-    nb = with_current_setup_cell(solution)
-    for index, cell in enumerate(nb.cells):
-        where = f"cell {index}"
-        if cell.cell_type == "code":
-            if is_exercise(cell):
-                cell.source = _replace_regions(cell.source, BEGIN_SOLUTION, END_SOLUTION, STUB, where)
-            elif BEGIN_SOLUTION in cell.source:
-                raise FormatError(f"{where}: '{BEGIN_SOLUTION}' outside an exercise cell (set nbgrader.solution)")
-            cell.source = _replace_regions(cell.source, BEGIN_HIDDEN, END_HIDDEN, None, where).rstrip("\n")
-            cell.outputs = []
-            cell.execution_count = None
-        cell.metadata.pop("execution", None)
-    nb.metadata = nbformat.NotebookNode({k: nb.metadata[k] for k in _KEEP_METADATA if k in nb.metadata})
-    return nb
-
-
-def dumps(nb) -> str:
-    return nbformat.writes(nb, version=4) + "\n"
-
-
-def lesson_paths() -> list[Path]:
-    return sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))
-
-
-README = ROOT / "README.md"
-MAP_START, MAP_END = "<!-- course map: generated by `make notebooks` -->", "<!-- end of course map -->"
-
-
-def lesson_summary(nb) -> tuple[str, str]:
-    """(title, time estimate) from the first markdown cell: '# Lesson NN — Title' and '**Time:** about …'."""
-    first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
-    title = re.search(r"^#\s+(.+)$", first, re.M)
-    time = re.search(r"\*\*Time:\*\*\s*([^.*\n]+)", first)
-    return (title.group(1).strip() if title else "?"), (time.group(1).strip() if time else "?")
-
-
-def lesson_objectives(nb) -> list[str]:
-    """The bullets after '**You will:**' in the first markdown cell, each joined onto one line."""
-    first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
-    if "**You will:**" not in first:
-        return []
-    objectives: list[str] = []
-    for line in first.split("**You will:**", 1)[1].splitlines()[1:]:
-        if line.startswith("- "):
-            objectives.append(line[2:].strip())
-        elif line.startswith("  ") and objectives:
-            objectives[-1] += " " + line.strip()
-        else:
-            break
-    return objectives
-
-
-def course_map(solutions: dict[Path, nbformat.NotebookNode]) -> str:
-    """The README's course map: a table of lessons, then each lesson's objectives."""
-    rows = ["| lesson | time | student notebook | solution | Colab |", "| --- | --- | --- | --- | --- |"]
-    details = []
-    for path, nb in solutions.items():
-        title, time = lesson_summary(nb)
-        student = f"notebooks/{path.name}"
-        badge = f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(student)})"
-        rows.append(f"| {title} | {time} | [{student}]({student}) | [solutions/{path.name}](solutions/{path.name}) | {badge} |")
-        objectives = lesson_objectives(nb)
-        if objectives:
-            details.append(f"**{title}** ({time}). You will:\n" + "\n".join(f"- {o}" for o in objectives))
-    return "\n".join(rows) + ("\n\n" + "\n\n".join(details) if details else "")
-
-
-def readme_with_map(text: str, table: str) -> str:
-    if MAP_START not in text or MAP_END not in text:
-        raise FormatError(f"README.md must contain the markers {MAP_START!r} and {MAP_END!r}")
-    head, rest = text.split(MAP_START, 1)
-    _, tail = rest.split(MAP_END, 1)
-    return f"{head}{MAP_START}\n{table}\n{MAP_END}{tail}"
-
-
-def expected_files(paths: list[Path] | None = None) -> dict[Path, str]:
-    """Every generated file (student notebooks, solution setup cells, README course map) and its text."""
-    files = {}
-    solutions = {}
-    for path in lesson_paths():
-        solutions[path] = nbformat.read(path, as_version=4)
-    for path in paths or solutions:
-        files[path] = dumps(with_current_setup_cell(solutions[path]))
-        files[NOTEBOOKS / path.name] = dumps(generate_student(solutions[path]))
-    if README.exists():
-        files[README] = readme_with_map(README.read_text(), course_map(solutions))
-    return files
-
-
-def out_of_date() -> list[Path]:
-    stale = []
-    for path, text in expected_files().items():
-        if not path.exists() or path.read_text() != text:
-            stale.append(path)
-    extra = {p.name for p in NOTEBOOKS.glob("*.ipynb")} - {p.name for p in lesson_paths()}
-    stale.extend(NOTEBOOKS / name for name in sorted(extra))
-    return stale
-
-
-def execute(path: Path, timeout: int = 900) -> None:
-    """Run a solution notebook top to bottom in a fresh kernel and save it with its outputs."""
-    from nbclient import NotebookClient
-
-    nb = with_current_setup_cell(nbformat.read(path, as_version=4))
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    for cell in nb.cells:
-        cell.metadata.pop("execution", None)
-    path.write_text(dumps(nb))
+def _lessons(args: list[str]) -> list[Path]:
+    return [Path(a).resolve() for a in args]
 
 
 def main(argv: list[str]) -> int:
-    command = argv[0] if argv else "check"
-    if command == "execute":
-        for path in [Path(a).resolve() for a in argv[1:]] or lesson_paths():
-            print(f"executing {path.relative_to(ROOT)}", flush=True)
+    parser = argparse.ArgumentParser(prog="python -m course_utils.exercises",
+                                     description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    for name in ("generate", "execute"):
+        commands.add_parser(name).add_argument("paths", nargs="*", help="solution notebooks")
+    commands.add_parser("check")
+    marking = commands.add_parser("mark", help="export cells: first line '#| export MODULE'")
+    marking.add_argument("notebook", type=Path)
+    marking.add_argument("names", nargs="+", help="function/class names or grade_ids")
+    marking.add_argument("--module", required=True, help="course_utils/from_solutions/MODULE.py")
+    args = parser.parse_args(argv or ["check"])
+
+    if args.command == "execute":
+        for path in _lessons(args.paths) or lesson_paths():
+            print(f"executing {_relative(path)}", flush=True)
             execute(path)
         return 0
-    if command == "generate":
-        NOTEBOOKS.mkdir(exist_ok=True)
-        for path, text in expected_files([Path(a).resolve() for a in argv[1:]]).items():
-            if not path.exists() or path.read_text() != text:
-                path.write_text(text)
-                print(f"wrote {path.relative_to(ROOT)}")
+    if args.command == "generate":
+        for path in write(_lessons(args.paths)):
+            print(f"{'wrote' if path.exists() else 'deleted'} {_relative(path)}")
         return 0
-    if command == "check":
-        stale = out_of_date()
-        for path in stale:
-            print(f"out of date: {path.relative_to(ROOT)}")
-        if stale:
-            print("Run `make notebooks` (python -m course_utils.exercises generate) and commit the result.")
-        return 1 if stale else 0
-    print(__doc__)
-    return 2
+    if args.command == "mark":
+        nb = nbformat.read(args.notebook, as_version=4)
+        changed = mark(nb, args.names, args.module)
+        if changed:
+            args.notebook.write_text(dumps(nb))
+        print(f"{args.notebook}: marked cells {changed or 'none (already marked)'}; "
+              "run `make notebooks` next")
+        return 0
+    stale = out_of_date()
+    for path in stale:
+        print(f"out of date: {_relative(path)}")
+    if stale:
+        print("Run `make notebooks` (python -m course_utils.exercises generate) and commit the result.")
+    copies = duplicated_exports()
+    for copy in copies:
+        print(f"second copy of exported code: {copy}; import it from the generated module instead")
+    return 1 if stale or copies else 0
 
 
 if __name__ == "__main__":
