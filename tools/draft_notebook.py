@@ -1,12 +1,12 @@
 """Authoring aid: turn a percent-format draft (.py) into a solution notebook skeleton.
 
 The solution notebook is the course's single source; this only saves typing JSON for a first draft.
-Do not commit the draft. Cell markers:
+Do not commit the draft. The draft is jupytext's percent format; a code cell's title says its role:
 
     # %% [markdown]            markdown; each line starts with "# "
     # %%                       plain code
     # %% exercise GRADE_ID     exercise cell (nbgrader solution cell, holds ### BEGIN/END SOLUTION)
-    # %% check GRADE_ID [points=N]   check cell (nbgrader graded, locked)
+    # %% check GRADE_ID [points=N]   check cell (nbgrader graded, locked; 1 point unless given)
     # %% setup                 the course setup cell (its text is filled in by the generator)
 
 Usage: python tools/draft_notebook.py draft.py solutions/NN_topic.ipynb
@@ -14,57 +14,49 @@ Usage: python tools/draft_notebook.py draft.py solutions/NN_topic.ipynb
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.colab import setup_cell_source  # noqa: E402
+from course_utils.colab import setup_cell_source
 
-MARKER = re.compile(r"^# %%(?: (?P<kind>\[markdown\]|exercise|check|setup))?(?P<rest>.*)$")
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 
 
-def _nbgrader(grade_id: str, solution: bool, grade: bool, points: int | None = None) -> dict:
-    meta = {"grade": grade, "grade_id": grade_id, "locked": not solution, "schema_version": 3,
-            "solution": solution, "task": False}
+def _nbgrader(grade_id: str, solution: bool, points: int | None = None) -> dict:
+    meta = {"grade": not solution, "grade_id": grade_id, "locked": not solution,
+            "schema_version": 3, "solution": solution, "task": False}
     if points is not None:
         meta["points"] = points
     return {"nbgrader": meta}
 
 
+def _cell(cell) -> nbformat.NotebookNode:
+    """The notebook cell for one jupytext cell, its role read from the title."""
+    if cell.cell_type == "markdown":
+        return nbformat.v4.new_markdown_cell(cell.source)
+    role, *rest = cell.metadata.get("title", "").split() or [""]
+    if role == "setup":
+        return nbformat.v4.new_code_cell(setup_cell_source())
+    if role in ("exercise", "check"):
+        if len(rest) != 1:
+            raise ValueError(f"'# %% {role}' needs exactly one GRADE_ID, got {rest}")
+        meta = (_nbgrader(rest[0], True) if role == "exercise"
+                else _nbgrader(rest[0], False, int(cell.metadata.get("points", 1))))
+        return nbformat.v4.new_code_cell(cell.source, metadata=meta)
+    if role:
+        raise ValueError(f"unknown cell marker '# %% {role}': use exercise, check or setup")
+    return nbformat.v4.new_code_cell(cell.source)
+
+
 def build(text: str) -> nbformat.NotebookNode:
-    cells, kind, rest, lines = [], None, "", []
-
-    def flush():
-        body = "\n".join(lines).strip("\n")
-        if kind is None and not body:
-            return
-        if kind == "[markdown]":
-            md = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in body.split("\n"))
-            cells.append(nbformat.v4.new_markdown_cell(md))
-        elif kind == "setup":
-            cells.append(nbformat.v4.new_code_cell(setup_cell_source()))
-        elif kind == "exercise":
-            cells.append(nbformat.v4.new_code_cell(body, metadata=_nbgrader(rest.split()[0], True, False)))
-        elif kind == "check":
-            parts = rest.split()
-            points = int(parts[1].split("=")[1]) if len(parts) > 1 else 1
-            cells.append(nbformat.v4.new_code_cell(body, metadata=_nbgrader(parts[0], False, True, points)))
-        else:
-            cells.append(nbformat.v4.new_code_cell(body))
-
-    for line in text.split("\n"):
-        match = MARKER.match(line)
-        if match:
-            flush()
-            kind, rest, lines = match.group("kind"), match.group("rest").strip(), []
-        else:
-            lines.append(line)
-    flush()
+    """The solution notebook skeleton for a percent-format draft."""
+    draft = jupytext.reads(text, fmt="py:percent")
+    cells = [_cell(cell) for cell in draft.cells if cell.source.strip() or cell.metadata.get("title")]
     nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb.metadata["kernelspec"] = KERNELSPEC
     nb.metadata["language_info"] = {"name": "python"}
     return nb
 
