@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rsl-installed
 
-.PHONY: setup lab test test-e2e notebooks solutions check-notebooks bench bench-course bench-grading grade nbgrader-venv clean
+.PHONY: setup lab test test-e2e lint format notebooks solutions check-notebooks bench bench-course bench-grading grade nbgrader-venv clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-model.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ test: setup
 # End-to-end QA (JupyterLab in headless Chromium, simulated Colab); needs Debian's chromium + chromium-driver.
 test-e2e: setup
 	$(PY) -m pytest -m e2e tests/test_course_in_browser.py tests/test_colab_simulation.py
+
+# ruff, configured in pyproject.toml (also run by `make test`, tests/test_lint.py); `make format` fixes.
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 # Authoring: rebuild student notebooks from solutions; re-execute solutions to refresh their outputs.
 notebooks: setup

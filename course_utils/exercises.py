@@ -1,4 +1,4 @@
-"""The course's authoring command line; the format and the generator live in ``course_utils.authoring``.
+"""The course's authoring command line; the format and the generator are ``course_utils.authoring``.
 
     python -m course_utils.exercises generate [PATH ...]  # rewrite notebooks/, setup cells, README
                                                           # map, course_utils/from_solutions/
@@ -50,13 +50,40 @@ from .authoring.generated import duplicated_exports, expected_files, out_of_date
 from .paths import FROM_SOLUTIONS, NOTEBOOKS, README, ROOT, SOLUTIONS, lesson_paths
 
 __all__ = [
-    "BEGIN_HIDDEN", "BEGIN_SOLUTION", "END_HIDDEN", "END_SOLUTION", "EXPORT_MARKER", "FROM_SOLUTIONS",
-    "MAP_END", "MAP_START", "NOTEBOOKS", "README", "ROOT", "SOLUTIONS", "STUB", "Exercise",
-    "FormatError", "course_map", "dumps", "execute", "exercises", "expected_files",
-    "generate_student", "is_check", "is_exercise", "lesson_objectives", "lesson_paths",
-    "lesson_summary", "main", "mark", "nbgrader_meta", "out_of_date", "readme_with_map",
-    "setup_cell_index", "with_current_setup_cell",
-]  # fmt: skip
+    "BEGIN_HIDDEN",
+    "BEGIN_SOLUTION",
+    "END_HIDDEN",
+    "END_SOLUTION",
+    "EXPORT_MARKER",
+    "FROM_SOLUTIONS",
+    "MAP_END",
+    "MAP_START",
+    "NOTEBOOKS",
+    "README",
+    "ROOT",
+    "SOLUTIONS",
+    "STUB",
+    "Exercise",
+    "FormatError",
+    "course_map",
+    "dumps",
+    "execute",
+    "exercises",
+    "expected_files",
+    "generate_student",
+    "is_check",
+    "is_exercise",
+    "lesson_objectives",
+    "lesson_paths",
+    "lesson_summary",
+    "main",
+    "mark",
+    "nbgrader_meta",
+    "out_of_date",
+    "readme_with_map",
+    "setup_cell_index",
+    "with_current_setup_cell",
+]
 
 
 def _relative(path: Path) -> str:
@@ -71,8 +98,9 @@ def _lessons(args: list[str]) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_utils.exercises",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m course_utils.exercises", description=__doc__.split("\n\n")[0]
+    )
     commands = parser.add_subparsers(dest="command")
     for name in ("generate", "execute"):
         commands.add_parser(name).add_argument("paths", nargs="*", help="solution notebooks")
@@ -97,14 +125,16 @@ def main(argv: list[str]) -> int:
         changed = mark(nb, args.names, args.module)
         if changed:
             args.notebook.write_text(dumps(nb))
-        print(f"{args.notebook}: marked cells {changed or 'none (already marked)'}; "
-              "run `make notebooks` next")
+        print(
+            f"{args.notebook}: marked cells {changed or 'none (already marked)'}; "
+            "run `make notebooks` next"
+        )
         return 0
     stale = out_of_date()
     for path in stale:
         print(f"out of date: {_relative(path)}")
     if stale:
-        print("Run `make notebooks` (python -m course_utils.exercises generate) and commit the result.")
+        print("Run `make notebooks` (python -m course_utils.exercises generate) and commit it.")
     copies = duplicated_exports()
     for copy in copies:
         print(f"second copy of exported code: {copy}; import it from the generated module instead")

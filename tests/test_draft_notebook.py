@@ -1,4 +1,4 @@
-"""tools/draft_notebook.py: a percent-format draft becomes a solution notebook in the exercise format."""
+"""tools/draft_notebook.py: a percent-format draft becomes a solution notebook (exercise format)."""
 
 import importlib.util
 
@@ -7,11 +7,13 @@ import pytest
 from course_utils import exercises, paths
 from course_utils.colab import setup_cell_source
 
-spec = importlib.util.spec_from_file_location("draft_notebook", paths.ROOT / "tools" / "draft_notebook.py")
+spec = importlib.util.spec_from_file_location(
+    "draft_notebook", paths.ROOT / "tools" / "draft_notebook.py"
+)
 draft_notebook = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(draft_notebook)
 
-DRAFT = '''# %% [markdown]
+DRAFT = """# %% [markdown]
 # # Lesson 97 — Draft
 #
 # **Time:** about 2 minutes.
@@ -32,7 +34,7 @@ assert double(2) == 4
 
 # %% check check97_again
 assert double(3) == 6
-'''
+"""
 
 
 def test_draft_becomes_a_valid_solution_notebook():
@@ -48,14 +50,18 @@ def test_draft_becomes_a_valid_solution_notebook():
     assert set(nb.cells[4].metadata) == {"nbgrader"}, "jupytext's own metadata is not copied"
     found = exercises.exercises(nb)
     assert [(e.grade_id, e.check_ids) for e in found] == [
-        ("ex97_double", ["check97_double", "check97_again"])]
+        ("ex97_double", ["check97_double", "check97_again"])
+    ]
     assert "raise NotImplementedError()" in exercises.generate_student(nb).cells[3].source
 
 
-@pytest.mark.parametrize("marker, message", [
-    ("# %% exercise", "exactly one GRADE_ID"),
-    ("# %% solution ex97_x", "unknown cell marker"),
-])
+@pytest.mark.parametrize(
+    "marker, message",
+    [
+        ("# %% exercise", "exactly one GRADE_ID"),
+        ("# %% solution ex97_x", "unknown cell marker"),
+    ],
+)
 def test_bad_markers_are_named(marker, message):
     with pytest.raises(ValueError, match=message):
         draft_notebook.build(f"{marker}\nx = 1\n")

@@ -1,5 +1,5 @@
-"""Tests for course_utils/authoring/export.py: solution cells marked `#| export MODULE` become the
-generated module course_utils/from_solutions/MODULE.py, and the drift check notices when it is stale.
+"""Tests for course_utils/authoring/export.py: solution cells marked `#| export MODULE` become
+the generated module course_utils/from_solutions/MODULE.py; the drift check notices a stale one.
 
 Fixture notebooks only: the real lessons are marked by `python -m course_utils.exercises mark`."""
 
@@ -15,9 +15,17 @@ from course_utils.exercises import FormatError
 
 
 def _nbgrader(grade_id, solution):
-    return {"nbgrader": {"grade": not solution, "grade_id": grade_id, "locked": not solution,
-                         "schema_version": 3, "solution": solution, "task": False,
-                         **({} if solution else {"points": 1})}}
+    return {
+        "nbgrader": {
+            "grade": not solution,
+            "grade_id": grade_id,
+            "locked": not solution,
+            "schema_version": 3,
+            "solution": solution,
+            "task": False,
+            **({} if solution else {"points": 1}),
+        }
+    }
 
 
 def exercise(grade_id, source):
@@ -43,18 +51,26 @@ def scale_all(xs, factor):
 
 
 def make_solution():
-    return nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# Lesson 98 — Export\n\n**Time:** about 1 minute."),
-        nbformat.v4.new_code_cell(setup_cell_source()),
-        nbformat.v4.new_code_cell("import torch\nfrom contextlib import contextmanager\n"
-                                  "from contextlib import nullcontext\n\nHELPER = 3"),
-        exercise("ex98_scale", SCALE),
-        check("check98_scale", "assert scale(torch.ones(1), 2.0).item() == 2.0"),
-        exercise("ex98_scale_all", SCALE_ALL),
-        check("check98_scale_all", "with scale_all([torch.ones(1)], 3.0) as out:\n"
-                                   "    assert out[0].item() == 3.0"),
-    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                "language": "python"}})
+    return nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# Lesson 98 — Export\n\n**Time:** about 1 minute."),
+            nbformat.v4.new_code_cell(setup_cell_source()),
+            nbformat.v4.new_code_cell(
+                "import torch\nfrom contextlib import contextmanager\n"
+                "from contextlib import nullcontext\n\nHELPER = 3"
+            ),
+            exercise("ex98_scale", SCALE),
+            check("check98_scale", "assert scale(torch.ones(1), 2.0).item() == 2.0"),
+            exercise("ex98_scale_all", SCALE_ALL),
+            check(
+                "check98_scale_all",
+                "with scale_all([torch.ones(1)], 3.0) as out:\n    assert out[0].item() == 3.0",
+            ),
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
 
 
 def marked_solution():
@@ -71,11 +87,14 @@ def test_mark_adds_the_marker_once_by_function_name_or_grade_id():
     assert nb.cells[3].source.count("#| export") == 1
 
 
-@pytest.mark.parametrize("names, module, message", [
-    (["missing"], "scaling", "0 code cells"),
-    (["check98_scale"], "scaling", "0 code cells"),  # a check cell is never exported
-    (["scale"], "not-a-name", "not a module name"),
-])
+@pytest.mark.parametrize(
+    "names, module, message",
+    [
+        (["missing"], "scaling", "0 code cells"),
+        (["check98_scale"], "scaling", "0 code cells"),  # a check cell is never exported
+        (["scale"], "not-a-name", "not a module name"),
+    ],
+)
 def test_mark_refuses_what_it_cannot_mark(names, module, message):
     with pytest.raises(FormatError, match=message):
         export.mark(make_solution(), names, module)
@@ -88,8 +107,12 @@ def test_mark_refuses_a_cell_exported_elsewhere():
 
 
 def test_generated_module_is_the_full_solution_with_the_imports_it_needs():
-    text = export.exported_modules({paths.SOLUTIONS / "98_export.ipynb": marked_solution()})["scaling"]
-    assert text.startswith('"""GENERATED from solutions/98_export.ipynb by `make notebooks` — do not edit.')
+    text = export.exported_modules({paths.SOLUTIONS / "98_export.ipynb": marked_solution()})[
+        "scaling"
+    ]
+    assert text.startswith(
+        '"""GENERATED from solutions/98_export.ipynb by `make notebooks` — do not edit.'
+    )
     code = text.split('"""', 2)[2]  # after the header, which names the marker
     assert "### BEGIN" not in code and "### END" not in code and "#| export" not in code
     assert "    return x * factor\n" in text and "yield [scale(x, factor) for x in xs]" in text
@@ -128,15 +151,20 @@ def test_a_cell_in_another_module_is_imported_from_its_generated_module():
     assert "import torch" not in texts["contexts"]
 
 
-@pytest.mark.parametrize("breakage, message", [
-    # scale_all needs scale, which is defined in a cell that is not exported
-    (lambda nb: export.mark(nb, ["scale_all"], "scaling"), "uses `scale`, defined in cell 3"),
-    (lambda nb: setattr(nb.cells[3], "source", "#| export scaling\ny = undefined_name"),
-     "uses `undefined_name`, which no earlier cell"),
-    (lambda nb: setattr(nb.cells[3], "source", SCALE + "\n#| export scaling"), "first line"),
-    (lambda nb: setattr(nb.cells[3], "source", "#| export scaling things\n" + SCALE), "MODULE"),
-    (lambda nb: setattr(nb.cells[4], "source", "#| export scaling\nassert True"), "check cell"),
-])
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        # scale_all needs scale, which is defined in a cell that is not exported
+        (lambda nb: export.mark(nb, ["scale_all"], "scaling"), "uses `scale`, defined in cell 3"),
+        (
+            lambda nb: setattr(nb.cells[3], "source", "#| export scaling\ny = undefined_name"),
+            "uses `undefined_name`, which no earlier cell",
+        ),
+        (lambda nb: setattr(nb.cells[3], "source", SCALE + "\n#| export scaling"), "first line"),
+        (lambda nb: setattr(nb.cells[3], "source", "#| export scaling things\n" + SCALE), "MODULE"),
+        (lambda nb: setattr(nb.cells[4], "source", "#| export scaling\nassert True"), "check cell"),
+    ],
+)
 def test_export_errors_name_the_cell_and_the_problem(breakage, message):
     nb = make_solution()
     breakage(nb)
@@ -146,16 +174,24 @@ def test_export_errors_name_the_cell_and_the_problem(breakage, message):
 
 def test_one_module_comes_from_one_notebook():
     with pytest.raises(FormatError, match="already exported from solutions/98_a.ipynb"):
-        export.exported_modules({paths.SOLUTIONS / "98_a.ipynb": marked_solution(),
-                                 paths.SOLUTIONS / "98_b.ipynb": marked_solution()})
+        export.exported_modules(
+            {
+                paths.SOLUTIONS / "98_a.ipynb": marked_solution(),
+                paths.SOLUTIONS / "98_b.ipynb": marked_solution(),
+            }
+        )
 
 
 @pytest.fixture
 def course(tmp_path, monkeypatch):
     """A course checkout in tmp_path with one marked solution notebook and its generated files."""
-    for name, value in [("ROOT", tmp_path), ("SOLUTIONS", tmp_path / "solutions"),
-                        ("NOTEBOOKS", tmp_path / "notebooks"), ("README", tmp_path / "README.md"),
-                        ("FROM_SOLUTIONS", tmp_path / "course_utils" / "from_solutions")]:
+    for name, value in [
+        ("ROOT", tmp_path),
+        ("SOLUTIONS", tmp_path / "solutions"),
+        ("NOTEBOOKS", tmp_path / "notebooks"),
+        ("README", tmp_path / "README.md"),
+        ("FROM_SOLUTIONS", tmp_path / "course_utils" / "from_solutions"),
+    ]:
         monkeypatch.setattr(paths, name, value)
     paths.SOLUTIONS.mkdir()
     paths.FROM_SOLUTIONS.mkdir(parents=True)
@@ -195,9 +231,12 @@ def test_a_module_nobody_exports_any_more_is_stale_and_generate_deletes_it(cours
 def test_a_hand_kept_second_copy_fails_the_check(course, capsys):
     package = paths.ROOT / "course_utils"
     (package / "scaling.py").write_text(
-        "from .from_solutions.scaling import scale_all\n\n\ndef scale(x, factor):\n    return x * factor\n")
+        "from .from_solutions.scaling import scale_all\n\n\n"
+        "def scale(x, factor):\n    return x * factor\n"
+    )
     assert generated.duplicated_exports() == [
-        "course_utils/scaling.py: scale (exported to course_utils.from_solutions.scaling)"]
+        "course_utils/scaling.py: scale (exported to course_utils.from_solutions.scaling)"
+    ]
     assert exercises.main(["check"]) == 1
     assert "second copy of exported code: course_utils/scaling.py: scale" in capsys.readouterr().out
     (package / "scaling.py").write_text("from .from_solutions.scaling import scale, scale_all\n")

@@ -5,16 +5,32 @@ from pathlib import Path
 
 import pytest
 
-from course_utils.facts import FACT_KEYS, facts_file, get_fact, load_facts, measure_fact, subject_token_span
+from course_utils.facts import (
+    FACT_KEYS,
+    facts_file,
+    get_fact,
+    load_facts,
+    measure_fact,
+    subject_token_span,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-# a spread of relations, probabilities and one unknown fact; measuring all 102 takes minutes on a busy CPU
-SAMPLE_IDS = ["eiffel_tower_city", "cn_tower_city", "forbidden_city_city", "south_korea_capital",
-              "mexico_language", "roger_federer_sport"]
+# a spread of relations, probabilities and one unknown fact; measuring all 102 takes minutes on a
+# busy CPU
+SAMPLE_IDS = [
+    "eiffel_tower_city",
+    "cn_tower_city",
+    "forbidden_city_city",
+    "south_korea_capital",
+    "mexico_language",
+    "roger_federer_sport",
+]
 
 
 def _verify_script():
-    spec = importlib.util.spec_from_file_location("verify_facts", ROOT / "scripts" / "verify_facts.py")
+    spec = importlib.util.spec_from_file_location(
+        "verify_facts", ROOT / "scripts" / "verify_facts.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -39,7 +55,9 @@ def test_subject_span_matches_shipped_and_spells_subject(model):
     for fact in load_facts(include_unknown=True):
         positions = subject_token_span(model, fact["prompt"], fact["subject"])
         assert positions == fact["subject_positions"], fact["id"]
-        assert positions == list(range(positions[0], positions[-1] + 1)), "a subject span is contiguous"
+        assert positions == list(range(positions[0], positions[-1] + 1)), (
+            "a subject span is contiguous"
+        )
         assert positions[0] >= 1, "position 0 is the BOS, never part of a subject"
         spelled = "".join(model.to_str_tokens(fact["prompt"])[p] for p in positions).strip()
         assert spelled == fact["subject"], (fact["id"], spelled)
@@ -47,7 +65,11 @@ def test_subject_span_matches_shipped_and_spells_subject(model):
 
 def test_subject_span_examples_and_errors(model):
     assert subject_token_span(model, "The capital of Japan is", "Japan") == [4]
-    assert subject_token_span(model, "The CN Tower is located in the city of", "The CN Tower") == [1, 2, 3]
+    assert subject_token_span(model, "The CN Tower is located in the city of", "The CN Tower") == [
+        1,
+        2,
+        3,
+    ]
     with pytest.raises(ValueError, match="does not occur"):
         subject_token_span(model, "The capital of Japan is", "Tokyo")
     with pytest.raises(ValueError, match="does not occur"):

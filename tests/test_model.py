@@ -1,4 +1,4 @@
-"""Tests for course_utils/model.py: offline loading, the float cache, errors, determinism, devices."""
+"""Tests for course_utils/model.py: offline loading, float cache, errors, determinism, devices."""
 
 import json
 import socket
@@ -9,8 +9,8 @@ import textwrap
 import pytest
 import torch
 
-from course_utils import model as model_module
 from course_utils import ModelUnavailableError, load_model, seed_everything
+from course_utils import model as model_module
 from course_utils.predictions import answer_prob
 
 EIFFEL = "The Eiffel Tower is located in the city of"
@@ -81,8 +81,12 @@ def test_outputs_are_deterministic_across_processes(model):
         noise = torch.randn(5)
         print(repr(logits[:8].tolist()), repr(noise.tolist()))
     """)
-    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-            for _ in range(2)]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    ]
     assert runs[0] == runs[1] and runs[0].strip()
     seed_everything(123)
     with torch.no_grad():
@@ -121,7 +125,9 @@ def test_cache_is_built_atomically_and_recovers_from_damage(tmp_path, monkeypatc
     folder = model_module.embedded_model_files()
     assert folder.parent == tmp_path and gguf_sha[:16] in folder.name
     assert model_module._cache_is_valid(folder, gguf_sha)
-    assert [p.name for p in tmp_path.iterdir()] == [folder.name], "no temporary folders may be left behind"
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name], (
+        "no temporary folders may be left behind"
+    )
     weights = folder / "model.safetensors"
     good_size = weights.stat().st_size
 
@@ -152,14 +158,16 @@ def test_cache_is_built_atomically_and_recovers_from_damage(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_fast_gguf_conversion_equals_transformers_gguf_loader():
-    """Our one-pass GGUF conversion gives exactly the weights of transformers' own (slow) GGUF path."""
+    """Our one-pass GGUF conversion gives exactly the weights of transformers' (slow) GGUF path."""
     from transformers import AutoModelForCausalLM
 
     from course_utils._gguf import load_gguf_llama
 
     path = model_module.gguf_path()
     ours, _ = load_gguf_llama(str(path.parent), path.name)
-    theirs = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    theirs = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    )
     ours_sd, theirs_sd = ours.state_dict(), theirs.state_dict()
     assert ours_sd.keys() == theirs_sd.keys()
     for name, tensor in theirs_sd.items():

@@ -26,8 +26,14 @@ KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3
 
 
 def _nbgrader(grade_id: str, solution: bool, points: int | None = None) -> dict:
-    meta = {"grade": not solution, "grade_id": grade_id, "locked": not solution,
-            "schema_version": 3, "solution": solution, "task": False}
+    meta = {
+        "grade": not solution,
+        "grade_id": grade_id,
+        "locked": not solution,
+        "schema_version": 3,
+        "solution": solution,
+        "task": False,
+    }
     if points is not None:
         meta["points"] = points
     return {"nbgrader": meta}
@@ -43,8 +49,11 @@ def _cell(cell) -> nbformat.NotebookNode:
     if role in ("exercise", "check"):
         if len(rest) != 1:
             raise ValueError(f"'# %% {role}' needs exactly one GRADE_ID, got {rest}")
-        meta = (_nbgrader(rest[0], True) if role == "exercise"
-                else _nbgrader(rest[0], False, int(cell.metadata.get("points", 1))))
+        meta = (
+            _nbgrader(rest[0], True)
+            if role == "exercise"
+            else _nbgrader(rest[0], False, int(cell.metadata.get("points", 1)))
+        )
         return nbformat.v4.new_code_cell(cell.source, metadata=meta)
     if role:
         raise ValueError(f"unknown cell marker '# %% {role}': use exercise, check or setup")
@@ -54,7 +63,9 @@ def _cell(cell) -> nbformat.NotebookNode:
 def build(text: str) -> nbformat.NotebookNode:
     """The solution notebook skeleton for a percent-format draft."""
     draft = jupytext.reads(text, fmt="py:percent")
-    cells = [_cell(cell) for cell in draft.cells if cell.source.strip() or cell.metadata.get("title")]
+    cells = [
+        _cell(cell) for cell in draft.cells if cell.source.strip() or cell.metadata.get("title")
+    ]
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = KERNELSPEC
     nb.metadata["language_info"] = {"name": "python"}

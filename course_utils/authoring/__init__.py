@@ -4,7 +4,7 @@ One module per concept:
 
 * ``exercise_format``: the nbgrader-compatible format of a solution notebook and the student
   notebook generated from it;
-* ``export``: exercise cells marked ``#| export MODULE`` become ``course_utils/from_solutions/MODULE.py``;
+* ``export``: cells marked ``#| export MODULE`` become ``course_utils/from_solutions/MODULE.py``;
 * ``course_map``: the README's table of lessons and their objectives;
 * ``generated``: every generated file and the drift check;
 * ``execution``: re-running a solution notebook to refresh its outputs.

@@ -57,7 +57,9 @@ def course_map(solutions: dict[Path, nbformat.NotebookNode]) -> str:
         student = f"notebooks/{path.name}"
         solution = f"solutions/{path.name}"
         badge = f"[![Open in Colab]({COLAB_BADGE})]({colab_url(student)})"
-        rows.append(f"| {title} | {time} | [{student}]({student}) | [{solution}]({solution}) | {badge} |")
+        rows.append(
+            f"| {title} | {time} | [{student}]({student}) | [{solution}]({solution}) | {badge} |"
+        )
         objectives = lesson_objectives(nb)
         if objectives:
             bullets = "\n".join(f"- {o}" for o in objectives)

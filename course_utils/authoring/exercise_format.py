@@ -1,19 +1,19 @@
 """The single-source exercise format, and the student notebook generated from a solution notebook.
 
-``solutions/NN_topic.ipynb`` is the only source. It uses nbgrader's conventions, so an instructor can
-hand it to nbgrader unchanged:
+``solutions/NN_topic.ipynb`` is the only source. It uses nbgrader's conventions, so an instructor
+can hand it to nbgrader unchanged:
 
 * an exercise cell has metadata ``nbgrader.solution = true`` and a ``grade_id``; the learner's part
   sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION``;
-* a check cell has ``nbgrader.grade = true``, ``locked = true``, ``points`` and a ``grade_id``; it calls
-  ``course_utils.checks`` and may hold ``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS``;
+* a check cell has ``nbgrader.grade = true``, ``locked = true``, ``points`` and a ``grade_id``; it
+  calls ``course_utils.checks`` and may hold ``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS``;
 * the first code cell is the setup cell from ``course_utils.colab``;
 * a code cell (not a check) whose first line is ``#| export MODULE`` is also the text of
   ``course_utils/from_solutions/MODULE.py`` (see ``course_utils.authoring.export``).
 
-``generate_student`` turns a solution notebook into ``notebooks/NN_topic.ipynb``: each solution region
-becomes ``# YOUR CODE HERE`` + ``raise NotImplementedError()`` (what nbgrader writes), hidden tests and
-export markers are removed, outputs cleared.
+``generate_student`` turns a solution notebook into ``notebooks/NN_topic.ipynb``: each solution
+region becomes ``# YOUR CODE HERE`` + ``raise NotImplementedError()`` (what nbgrader writes), hidden
+tests and export markers are removed, outputs cleared.
 """
 
 from __future__ import annotations
@@ -66,12 +66,16 @@ def export_target(cell, where: str = "cell") -> str | None:
     lines = cell.source.split("\n")
     for number, line in enumerate(lines[1:], 2):
         if line.lstrip().startswith(EXPORT_MARKER):
-            raise FormatError(f"{where}: '{EXPORT_MARKER}' must be the cell's first line (line {number})")
+            raise FormatError(
+                f"{where}: '{EXPORT_MARKER}' must be the cell's first line (line {number})"
+            )
     if not lines[0].startswith(EXPORT_MARKER):
         return None
     match = _EXPORT_LINE.fullmatch(lines[0])
     if not match:
-        raise FormatError(f"{where}: write the export marker as '{EXPORT_MARKER} MODULE' (a module name)")
+        raise FormatError(
+            f"{where}: write the export marker as '{EXPORT_MARKER} MODULE' (a module name)"
+        )
     if is_check(cell):
         raise FormatError(f"{where}: a check cell cannot be exported")
     return match.group("module")
@@ -83,8 +87,9 @@ def without_export_marker(source: str) -> str:
     return rest if first.startswith(EXPORT_MARKER) else source
 
 
-def replace_regions(source: str, begin: str, end: str, stub: tuple[str, ...] | None,
-                    where: str) -> str:
+def replace_regions(
+    source: str, begin: str, end: str, stub: tuple[str, ...] | None, where: str
+) -> str:
     """``source`` with each ``begin``…``end`` region replaced by ``stub`` (indented like ``begin``),
     or removed when ``stub`` is None. The marker lines themselves always go."""
     lines = source.split("\n")
@@ -171,7 +176,9 @@ def generate_student(solution) -> nbformat.NotebookNode:
             if export_target(cell, where):
                 cell.source = without_export_marker(cell.source)
             if is_exercise(cell):
-                cell.source = replace_regions(cell.source, BEGIN_SOLUTION, END_SOLUTION, STUB, where)
+                cell.source = replace_regions(
+                    cell.source, BEGIN_SOLUTION, END_SOLUTION, STUB, where
+                )
             elif BEGIN_SOLUTION in cell.source:
                 raise FormatError(
                     f"{where}: '{BEGIN_SOLUTION}' outside an exercise cell (set nbgrader.solution)"
