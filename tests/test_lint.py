@@ -1,5 +1,5 @@
 """ruff (pinned in requirements-dev.txt, configured in pyproject.toml) finds nothing: lint and
-format over the package, tests, scripts, benchmarks, tools and the solution notebooks' code cells."""
+format, over the package, tests, scripts, benchmarks, tools and the solution notebooks' cells."""
 
 import subprocess
 import sys
