@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from course_utils.paths import lesson_paths
 
 RUNNER = r"""
 import json, resource, sys, time
@@ -47,9 +47,7 @@ def run(path: Path) -> dict:
 
 
 def main(paths: list[str]) -> int:
-    notebooks = [Path(p).resolve() for p in paths] or sorted(
-        (ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")
-    )
+    notebooks = [Path(p).resolve() for p in paths] or lesson_paths()
     print(f"{'notebook':34} {'wall (s)':>9} {'peak RSS (MB)':>14} {'errors':>7}")
     total, peak, slowest, ok = 0.0, 0.0, 0.0, True
     start = time.perf_counter()
