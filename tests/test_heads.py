@@ -106,7 +106,8 @@ def test_plots_return_figures():
 def test_ov_and_qk_matrices_match_the_forward_pass(model):
     tokens = model.to_tokens(PROMPT)
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.startswith("blocks.23."))
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.startswith("blocks.23.") and n.endswith(
+            ("hook_resid_pre", "ln1.hook_scale", "hook_z", "hook_pattern", "hook_q", "hook_k")))
     resid = cache["blocks.23.hook_resid_pre"][0]
     normed = resid / cache["blocks.23.ln1.hook_scale"][0]  # before the gain, which ov_matrix folds in
     z = cache["blocks.23.attn.hook_z"][0]  # pos n_heads d_head

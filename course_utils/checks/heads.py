@@ -101,8 +101,9 @@ def check_per_head_dla(fn, model, hidden: bool = False):
         n_layers = model.cfg.n_layers
         rest = cache["hook_embed"][0, -1] + sum(cache[f"blocks.{layer}.hook_mlp_out"][0, -1]
                                                  for layer in range(n_layers))
-        total = float(got.sum() + (rest / scale) @ direction
-                      + model.b_U[answer_id] - model.b_U[foil_id])
+        with torch.no_grad():
+            total = float(got.sum() + (rest / scale) @ direction
+                          + model.b_U[answer_id] - model.b_U[foil_id])
         actual = float(logits[0, -1, answer_id] - logits[0, -1, foil_id])
         expect(abs(total - actual) < 1e-2,
                f"heads + embedding + MLPs give {total:.3f}, the model's logit difference is {actual:.3f}")
