@@ -6,9 +6,9 @@ Circuits"): each head reads the stream through its QK circuit (where to look) an
 (what to copy), and adds one vector per position back.
 
 SmolLM2-135M uses grouped-query attention: 9 query heads per layer share 3 key/value heads (query
-head ``h`` reads key/value head ``h // 3``). A "head" below is a *query* head: it has its own attention
-pattern and its own slice of ``W_O``, so its output ``z_h @ W_O[h]`` is its own, even though its
-values are shared with two other heads.
+head ``h`` reads key/value head ``h // 3``). A "head" below is a *query* head: it has its own
+attention pattern and its own slice of ``W_O``, so its output ``z_h @ W_O[h]`` is its own, even
+though its values are shared with two other heads.
 
 The exercises of lesson 06 (per-head attribution, head patching, OV read-out, composition scores,
 attention to position 0) live in the lesson's solution cells. This module holds only what the lesson
@@ -26,8 +26,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 
-def logit_diff(logits: Float[Tensor, "batch pos d_vocab"], answer_id: int,
-               foil_id: int) -> Float[Tensor, "batch"]:
+def logit_diff(
+    logits: Float[Tensor, "batch pos d_vocab"], answer_id: int, foil_id: int
+) -> Float[Tensor, "batch"]:
     """logit(answer) − logit(foil) at the last position, one value per batch row.
 
     A difference against a named foil cancels every shift shared by all tokens (the final norm's
@@ -43,8 +44,9 @@ def head_label(layer: int, head: int) -> str:
     return f"L{layer}H{head}"
 
 
-def top_heads(values: Float[Tensor, "layer n_heads"], k: int = 5,
-              by_abs: bool = True) -> list[tuple[int, int, float]]:
+def top_heads(
+    values: Float[Tensor, "layer n_heads"], k: int = 5, by_abs: bool = True
+) -> list[tuple[int, int, float]]:
     """The ``k`` (layer, head, value) entries with the largest |value| (or value), largest first."""
     if values.ndim != 2:
         raise ValueError(f"expected [layer n_heads], got shape {tuple(values.shape)}")
@@ -59,6 +61,7 @@ def top_heads(values: Float[Tensor, "layer n_heads"], k: int = 5,
 # ---------------------------------------------------------------------------------------------
 # Circuit matrices (Elhage et al. 2021), with this model's RMSNorm gains folded in
 # ---------------------------------------------------------------------------------------------
+
 
 def kv_head(model, head: int) -> int:
     """The key/value head that query head ``head`` reads (grouped-query attention)."""
@@ -87,8 +90,14 @@ def qk_matrix(model, layer: int, head: int) -> Float[Tensor, "d_model d_model"]:
 # Plots (return the figure)
 # ---------------------------------------------------------------------------------------------
 
-def plot_head_grid(values: Float[Tensor, "layer n_heads"], title: str = "", label: str = "",
-                   ax=None, vmax: float | None = None):
+
+def plot_head_grid(
+    values: Float[Tensor, "layer n_heads"],
+    title: str = "",
+    label: str = "",
+    ax=None,
+    vmax: float | None = None,
+):
     """A [layer × head] heatmap with a diverging colour map centred at 0 (red +, blue −)."""
     import matplotlib.pyplot as plt
 
@@ -100,8 +109,9 @@ def plot_head_grid(values: Float[Tensor, "layer n_heads"], title: str = "", labe
         fig, ax = plt.subplots(figsize=(4.2, 6.5))
     else:
         fig = ax.figure
-    image = ax.imshow(data.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
-                      origin="lower")
+    image = ax.imshow(
+        data.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", origin="lower"
+    )
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(data.shape[1]))
@@ -110,15 +120,21 @@ def plot_head_grid(values: Float[Tensor, "layer n_heads"], title: str = "", labe
     return fig
 
 
-def plot_attention_rows(rows: Float[Tensor, "n_rows pos"], str_tokens: Sequence[str],
-                        row_labels: Sequence[str], title: str = ""):
+def plot_attention_rows(
+    rows: Float[Tensor, "n_rows pos"],
+    str_tokens: Sequence[str],
+    row_labels: Sequence[str],
+    title: str = "",
+):
     """Attention of a few heads (rows) over the key positions of one query (columns), 0 to 1."""
     import matplotlib.pyplot as plt
 
     data = rows.detach().float().cpu()
     if data.ndim != 2 or data.shape[1] != len(str_tokens) or data.shape[0] != len(row_labels):
-        raise ValueError(f"expected [{len(row_labels)} rows, {len(str_tokens)} positions], "
-                         f"got {tuple(data.shape)}")
+        raise ValueError(
+            f"expected [{len(row_labels)} rows, {len(str_tokens)} positions], "
+            f"got {tuple(data.shape)}"
+        )
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(str_tokens), 0.9 + 0.45 * len(row_labels)))
     image = ax.imshow(data.numpy(), cmap="Greens", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(str_tokens)))
@@ -127,8 +143,15 @@ def plot_attention_rows(rows: Float[Tensor, "n_rows pos"], str_tokens: Sequence[
     ax.set_yticklabels(row_labels)
     for r in range(data.shape[0]):
         for c in range(data.shape[1]):
-            ax.text(c, r, f"{data[r, c]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if data[r, c] > 0.6 else "black")
+            ax.text(
+                c,
+                r,
+                f"{data[r, c]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if data[r, c] > 0.6 else "black",
+            )
     ax.set_xlabel("key position (what the head reads)")
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, label="attention", shrink=0.8)
@@ -139,6 +162,7 @@ def plot_attention_rows(rows: Float[Tensor, "n_rows pos"], str_tokens: Sequence[
 # ---------------------------------------------------------------------------------------------
 # Head patching at the last position, fast (lesson 04's engine, one query position)
 # ---------------------------------------------------------------------------------------------
+
 
 def _last_z(w, run, layer: int) -> Float[Tensor, "batch n_heads d_head"]:
     """Each query head's z at the last position of ``run`` (a ``tracing._Run``) in ``layer``."""
@@ -156,13 +180,20 @@ def _last_z(w, run, layer: int) -> Float[Tensor, "batch n_heads d_head"]:
     group = w.n_heads // w.n_kv
     keys = run.keys[layer].repeat_interleave(group, dim=1)  # [batch, n_heads, pos, d_head]
     values = run.values[layer].repeat_interleave(group, dim=1)
-    scores = torch.einsum("bhd,bhkd->bhk", q, keys) * w.d_head ** -0.5
+    scores = torch.einsum("bhd,bhkd->bhk", q, keys) * w.d_head**-0.5
     return torch.einsum("bhk,bhkd->bhd", scores.softmax(-1), values)
 
 
 @torch.no_grad()
-def head_patching(model, base_tokens, source_tokens, answer_id: int, foil_id: int,
-                  layers=None, progress: bool = False) -> Float[Tensor, "layer n_heads"]:
+def head_patching(
+    model,
+    base_tokens,
+    source_tokens,
+    answer_id: int,
+    foil_id: int,
+    layers=None,
+    progress: bool = False,
+) -> Float[Tensor, "layer n_heads"]:
     """logit(answer) − logit(foil) of the *base* prompt after replacing one head's z at the last
     position by its value in the *source* prompt, for every (layer, head); one entry per patch.
 
@@ -181,8 +212,10 @@ def head_patching(model, base_tokens, source_tokens, answer_id: int, foil_id: in
     from .tracing import _full_run, _Weights
 
     if base_tokens.shape != source_tokens.shape or base_tokens.shape[0] != 1:
-        raise ValueError("base and source need the same shape [1, pos]; got "
-                         f"{tuple(base_tokens.shape)} and {tuple(source_tokens.shape)}")
+        raise ValueError(
+            "base and source need the same shape [1, pos]; got "
+            f"{tuple(base_tokens.shape)} and {tuple(source_tokens.shape)}"
+        )
     w = _Weights(model)
     base = _full_run(w, w.embed[base_tokens])
     source = _full_run(w, w.embed[source_tokens])
@@ -195,6 +228,7 @@ def head_patching(model, base_tokens, source_tokens, answer_id: int, foil_id: in
         raise ValueError(f"layers must lie in 0..{w.n_layers - 1}, got {list(layers)}")
     if progress:
         from tqdm.auto import tqdm
+
         layers = tqdm(layers, desc="head patching", unit="layer")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

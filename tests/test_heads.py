@@ -1,5 +1,5 @@
-"""Tests of course_utils.heads (lesson 06) and of its checks: each check fails on the stub and on the
-typical mistakes it names (wrong head axis, no final-norm scale, wrong patch position...)."""
+"""Tests of course_utils.heads (lesson 06) and of its checks: each check fails on the stub and on
+the typical mistakes it names (wrong head axis, no final-norm scale, wrong patch position...)."""
 
 import matplotlib
 import pytest
@@ -26,8 +26,13 @@ def stub(*args, **kwargs):
 
 # --- reference solutions (what the lesson's solution cells do) and typical mistakes -------------
 
-def per_head_dla(model, cache, answer_id, foil_id, *, scale=True, gain=True, foil=True, transpose=False):
-    z = torch.stack([cache[f"blocks.{layer}.attn.hook_z"][0, -1] for layer in range(model.cfg.n_layers)])
+
+def per_head_dla(
+    model, cache, answer_id, foil_id, *, scale=True, gain=True, foil=True, transpose=False
+):
+    z = torch.stack(
+        [cache[f"blocks.{layer}.attn.hook_z"][0, -1] for layer in range(model.cfg.n_layers)]
+    )
     outputs = torch.einsum("lhd,lhdm->lhm", z, model.W_O)
     if scale:
         outputs = outputs / cache["ln_final.hook_scale"][0, -1]
@@ -36,7 +41,9 @@ def per_head_dla(model, cache, answer_id, foil_id, *, scale=True, gain=True, foi
     return result.T if transpose else result
 
 
-def patch_heads(model, base_tokens, source_z, layer, answer_id, foil_id, *, where="last", axis_ok=True):
+def patch_heads(
+    model, base_tokens, source_z, layer, answer_id, foil_id, *, where="last", axis_ok=True
+):
     n = model.cfg.n_heads
     rows = torch.arange(n)
 
@@ -52,7 +59,9 @@ def patch_heads(model, base_tokens, source_z, layer, answer_id, foil_id, *, wher
             z[rows, 0, rows] = source_z[0, 0]
         return z
 
-    logits = model.run_with_hooks(base_tokens.expand(n, -1), fwd_hooks=[(f"blocks.{layer}.attn.hook_z", hook)])
+    logits = model.run_with_hooks(
+        base_tokens.expand(n, -1), fwd_hooks=[(f"blocks.{layer}.attn.hook_z", hook)]
+    )
     return heads.logit_diff(logits, answer_id, foil_id)
 
 
@@ -69,16 +78,19 @@ def composition_score(left, right, *, norm="fro", normalise=True, swap=False):
     top = torch.linalg.matrix_norm(product, ord=norm)
     if not normalise:
         return float(top)
-    return float(top / (torch.linalg.matrix_norm(left, ord=norm) * torch.linalg.matrix_norm(right, ord=norm)))
+    return float(
+        top / (torch.linalg.matrix_norm(left, ord=norm) * torch.linalg.matrix_norm(right, ord=norm))
+    )
 
 
 def bos_attention(patterns, *, include_first=False, transpose=False):
     if transpose:
         return patterns[:, :, 0, 1:].mean(-1)
-    return patterns[:, :, (0 if include_first else 1):, 0].mean(-1)
+    return patterns[:, :, (0 if include_first else 1) :, 0].mean(-1)
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
 
 def test_logit_diff_and_top_heads():
     logits = torch.zeros(2, 3, 5)
@@ -106,18 +118,38 @@ def test_plots_return_figures():
 def test_ov_and_qk_matrices_match_the_forward_pass(model):
     tokens = model.to_tokens(PROMPT)
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.startswith("blocks.23.") and n.endswith(
-            ("hook_resid_pre", "ln1.hook_scale", "hook_z", "hook_pattern", "hook_q", "hook_k")))
+        _, cache = model.run_with_cache(
+            tokens,
+            names_filter=lambda n: (
+                n.startswith("blocks.23.")
+                and n.endswith(
+                    (
+                        "hook_resid_pre",
+                        "ln1.hook_scale",
+                        "hook_z",
+                        "hook_pattern",
+                        "hook_q",
+                        "hook_k",
+                    )
+                )
+            ),
+        )
     resid = cache["blocks.23.hook_resid_pre"][0]
-    normed = resid / cache["blocks.23.ln1.hook_scale"][0]  # before the gain, which ov_matrix folds in
+    normed = (
+        resid / cache["blocks.23.ln1.hook_scale"][0]
+    )  # before the gain, which ov_matrix folds in
     z = cache["blocks.23.attn.hook_z"][0]  # pos n_heads d_head
     pattern = cache["blocks.23.attn.hook_pattern"][0]
     for head in (0, 4, 8):
         written = pattern[head] @ (normed @ heads.ov_matrix(model, 23, head))  # pos d_model
         torch.testing.assert_close(written, z[:, head] @ model.W_O[23, head], atol=1e-3, rtol=1e-4)
-        unrotated = cache["blocks.23.attn.hook_q"][0, :, head] @ cache["blocks.23.attn.hook_k"][0, :, head // 3].T
-        torch.testing.assert_close(normed @ heads.qk_matrix(model, 23, head) @ normed.T, unrotated,
-                                   atol=1e-2, rtol=1e-4)
+        unrotated = (
+            cache["blocks.23.attn.hook_q"][0, :, head]
+            @ cache["blocks.23.attn.hook_k"][0, :, head // 3].T
+        )
+        torch.testing.assert_close(
+            normed @ heads.qk_matrix(model, 23, head) @ normed.T, unrotated, atol=1e-2, rtol=1e-4
+        )
     assert heads.kv_head(model, 5) == 1
 
 
@@ -138,36 +170,52 @@ def test_head_patching_matches_bridge_hooks_and_rejects_bad_input(model, ids):
 
 # --- checks: pass on the solution, fail on the stub and on each typical mistake ------------------
 
+
 def test_per_head_dla_check(model):
     checks.check_per_head_dla(per_head_dla, model)
     checks.check_per_head_dla(per_head_dla, model, hidden=True)
-    mistakes = [stub,
-                lambda *a: per_head_dla(*a, scale=False),
-                lambda *a: per_head_dla(*a, gain=False),
-                lambda *a: per_head_dla(*a, foil=False),
-                lambda *a: per_head_dla(*a, transpose=True)]
+    mistakes = [
+        stub,
+        lambda *a: per_head_dla(*a, scale=False),
+        lambda *a: per_head_dla(*a, gain=False),
+        lambda *a: per_head_dla(*a, foil=False),
+        lambda *a: per_head_dla(*a, transpose=True),
+    ]
     for wrong in mistakes:
         with pytest.raises(CheckFailed):
             checks.check_per_head_dla(wrong, model)
 
 
+def attention_row(cache, layer, head, q=-1, *, mistake=None):
+    pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0]  # n_heads query key
+    if mistake == "column":  # attention *to* the query position
+        return pattern[head, :, q]
+    if mistake == "head_axis":
+        return pattern[:, q, head]
+    return pattern[head, q]
+
+
 def test_attention_row_check(model):
-    good = lambda cache, layer, head, q=-1: cache[f"blocks.{layer}.attn.hook_pattern"][0, head, q]  # noqa: E731
-    checks.check_attention_row(good, model)
-    checks.check_attention_row(good, model, hidden=True)
-    column = lambda cache, layer, head, q=-1: cache[f"blocks.{layer}.attn.hook_pattern"][0, head, :, q]  # noqa: E731
-    swapped = lambda cache, layer, head, q=-1: cache[f"blocks.{layer}.attn.hook_pattern"][0, :, q, head]  # noqa: E731
-    for wrong in (stub, column, swapped):
+    checks.check_attention_row(attention_row, model)
+    checks.check_attention_row(attention_row, model, hidden=True)
+    mistakes = [
+        stub,
+        lambda *a: attention_row(*a, mistake="column"),
+        lambda *a: attention_row(*a, mistake="head_axis"),
+    ]
+    for wrong in mistakes:
         with pytest.raises(CheckFailed):
             checks.check_attention_row(wrong, model)
 
 
 def test_patch_heads_check(model):
     checks.check_patch_heads(patch_heads, model)
-    mistakes = [stub,
-                lambda *a: patch_heads(*a, where="all"),
-                lambda *a: patch_heads(*a, where="first"),
-                lambda *a: patch_heads(*a, axis_ok=False)]
+    mistakes = [
+        stub,
+        lambda *a: patch_heads(*a, where="all"),
+        lambda *a: patch_heads(*a, where="first"),
+        lambda *a: patch_heads(*a, axis_ok=False),
+    ]
     for wrong in mistakes:
         with pytest.raises(CheckFailed):
             checks.check_patch_heads(wrong, model)
@@ -176,7 +224,11 @@ def test_patch_heads_check(model):
 def test_ov_logits_check(model):
     checks.check_ov_logits(ov_logits, model)
     checks.check_ov_logits(ov_logits, model, hidden=True)
-    for wrong in (stub, lambda *a: ov_logits(*a, scale=False), lambda *a: ov_logits(*a, gqa="tile")):
+    for wrong in (
+        stub,
+        lambda *a: ov_logits(*a, scale=False),
+        lambda *a: ov_logits(*a, gqa="tile"),
+    ):
         with pytest.raises(CheckFailed):
             checks.check_ov_logits(wrong, model)
 
@@ -184,9 +236,12 @@ def test_ov_logits_check(model):
 def test_composition_score_check():
     checks.check_composition_score(composition_score)
     checks.check_composition_score(composition_score, hidden=True)
-    mistakes = [stub, lambda a, b: composition_score(a, b, norm=2),
-                lambda a, b: composition_score(a, b, normalise=False),
-                lambda a, b: composition_score(a, b, swap=True)]
+    mistakes = [
+        stub,
+        lambda a, b: composition_score(a, b, norm=2),
+        lambda a, b: composition_score(a, b, normalise=False),
+        lambda a, b: composition_score(a, b, swap=True),
+    ]
     for wrong in mistakes:
         with pytest.raises(CheckFailed):
             checks.check_composition_score(wrong)
@@ -195,7 +250,11 @@ def test_composition_score_check():
 def test_bos_attention_check(model):
     checks.check_bos_attention(bos_attention, model)
     checks.check_bos_attention(bos_attention, model, hidden=True)
-    mistakes = [stub, lambda p: bos_attention(p, include_first=True), lambda p: bos_attention(p, transpose=True)]
+    mistakes = [
+        stub,
+        lambda p: bos_attention(p, include_first=True),
+        lambda p: bos_attention(p, transpose=True),
+    ]
     for wrong in mistakes:
         with pytest.raises(CheckFailed):
             checks.check_bos_attention(wrong, model)
