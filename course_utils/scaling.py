@@ -310,43 +310,69 @@ def patching_sweep(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor
     return PatchingResult(patched, float(diffs[0][0]), float(diffs[0][1]), layers, positions)
 
 
+def plot_patching(result: PatchingResult, tokenizer, tokens: Int[Tensor, "batch pos"], ax=None):
+    """Heatmap of ``result.restored`` (layer × patched position), diverging colours centred at 0.
+    Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+    else:
+        fig = ax.figure
+    image = ax.imshow(result.restored.detach().cpu().numpy(), cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(result.positions)),
+                  [f"{p}: {tokenizer.decode([int(tokens[0, p])])!r}" for p in result.positions])
+    ax.set_yticks(range(len(result.layers)), result.layers)
+    ax.set_xlabel("patched position (clean token)")
+    ax.set_ylabel("layer (hook_resid_post)")
+    ax.set_title("fraction of the logit-difference gap restored")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------
 # Experiment 3: task vectors (lesson 05)
 
 
-def task_vector(model, prompts: Sequence[str], layer: int, remote=False,
-                scan: bool = False) -> Float[Tensor, "d_model"]:
-    """θ: the stream entering block ``layer`` (``layers[layer].input``) at the last token, averaged
-    over ``prompts`` (one trace each, in one session)."""
+def right_padded(tokenizer, prompts: Sequence[str]) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"]]:
+    """BOS-first ids of several prompts, right-padded into one batch, and each one's last index.
+
+    Right padding is exact for a causal model: a position never attends to the padding after it."""
     if isinstance(prompts, str) or len(prompts) == 0:
         raise ValueError("prompts must be a non-empty list of strings")
+    rows = [to_tokens(tokenizer, p)[0].tolist() for p in prompts]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.bos_token_id
+    tokens = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
+    return tokens, torch.tensor([len(r) - 1 for r in rows])
+
+
+def task_vector(model, prompts: Sequence[str], layer: int, remote=False,
+                scan: bool = False) -> Float[Tensor, "d_model"]:
+    """θ: the stream entering block ``layer`` (``layers[layer].input``) at each prompt's last token,
+    averaged over ``prompts`` (one right-padded batch, one trace; only d_model numbers come back)."""
+    tokens, last = right_padded(model.tokenizer, prompts)
+    rows = torch.arange(len(prompts))
     with _readable_remote_errors(remote):
-        session = contextlib.nullcontext() if scan else (
-            model.session(remote=remote) if remote else model.session())
-        with session:
-            states = [] if scan else list().save()
-            for prompt in prompts:
-                with _tracer(model, to_tokens(model.tokenizer, prompt), False, scan):
-                    states.append(model.model.layers[layer].input[0, -1].save())
-    return torch.stack(list(states)).mean(0)
+        with _tracer(model, tokens, remote, scan):
+            theta = model.model.layers[layer].input[rows, last].mean(0).save()
+    return theta
 
 
 def patched_predictions(model, queries: Sequence[str], theta: Float[Tensor, "d_model"], layer: int,
                         remote=False, scan: bool = False) -> Int[Tensor, "batch"]:
     """Top-1 next token of each zero-shot prompt ``query ->`` with θ written into the stream
-    entering block ``layer`` at its last token (Hendel et al.'s replacement)."""
+    entering block ``layer`` at its last token (Hendel et al.'s replacement); one trace."""
     from .task_vectors import zero_shot_prompt
 
+    tokens, last = right_padded(model.tokenizer, [zero_shot_prompt(q) for q in queries])
+    rows = torch.arange(len(queries))
     with _readable_remote_errors(remote):
-        session = contextlib.nullcontext() if scan else (
-            model.session(remote=remote) if remote else model.session())
-        with session:
-            top = [] if scan else list().save()
-            for query in queries:
-                with _tracer(model, to_tokens(model.tokenizer, zero_shot_prompt(query)), False, scan):
-                    model.model.layers[layer].input[0, -1] = theta
-                    top.append(model.lm_head.output[0, -1].argmax(-1).save())
-    return torch.stack([torch.as_tensor(t) for t in top])
+        with _tracer(model, tokens, remote, scan):
+            model.model.layers[layer].input[rows, last] = theta
+            top = model.lm_head.output[rows, last].argmax(-1).save()
+    return top
 
 
 # ---------------------------------------------------------------------------------------------
