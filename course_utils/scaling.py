@@ -9,17 +9,18 @@ your own GPUs (``device_map="auto"``) and NDIF's hosted models (``remote=True``)
 | ------------------------------------- | ------------------------------------------------------ |
 | ``hook_embed``                        | ``model.model.embed_tokens.output``                    |
 | ``blocks.{L}.hook_resid_pre``         | ``model.model.layers[L].input``                        |
-| ``blocks.{L}.hook_resid_post``        | ``model.model.layers[L].output``                       |
+| ``blocks.{L}.attn.hook_z`` (heads)    | ``model.model.layers[L].self_attn.o_proj.input`` (flat)|
 | ``blocks.{L}.hook_attn_out``          | ``model.model.layers[L].self_attn.output[0]``          |
 | ``blocks.{L}.hook_resid_mid``         | ``model.model.layers[L].post_attention_layernorm.input``|
 | ``blocks.{L}.hook_mlp_out``           | ``model.model.layers[L].mlp.output``                   |
-| ``blocks.{L}.attn.hook_z``            | ``model.model.layers[L].self_attn.o_proj.input``       |
-| ``ln_final.hook_normalized`` (x gain) | ``model.model.norm.output``                            |
+| ``blocks.{L}.hook_resid_post``        | ``model.model.layers[L].output``                       |
+| ``ln_final.hook_out``                 | ``model.model.norm.output``                            |
 | the logits                            | ``model.lm_head.output``                               |
 
 Every experiment takes an nnsight model and ``remote``: ``False`` runs here; ``"local"`` serialises
 the trace exactly as for NDIF and runs it with the caller's modules hidden (the offline proof that
-the code would ship); ``True`` (or a host URL) runs it on NDIF. ``scan=True`` runs the same code under
+the code would ship); ``True`` (or a host URL) runs it on NDIF. ``scan=True`` runs the same code
+under
 fake tensors on a weightless skeleton (``skeleton("70B")``) to check module paths and shapes.
 
 Prompt convention: ``to_tokens`` prepends the tokenizer's BOS (``<|endoftext|>`` for SmolLM2,
@@ -45,17 +46,20 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 SKELETON_DIR = Path(__file__).resolve().parent / "data" / "llama31"
-SKELETONS = {"8B": "meta-llama/Llama-3.1-8B", "70B": "meta-llama/Llama-3.1-70B",
-             "405B": "meta-llama/Llama-3.1-405B"}
-TL_TO_NNSIGHT = [
+SKELETONS = {
+    "8B": "meta-llama/Llama-3.1-8B",
+    "70B": "meta-llama/Llama-3.1-70B",
+    "405B": "meta-llama/Llama-3.1-405B",
+}
+TL_TO_NNSIGHT = [  # in the order the model computes them (the order a trace must ask in)
     ("hook_embed", "model.model.embed_tokens.output"),
     ("blocks.{L}.hook_resid_pre", "model.model.layers[L].input"),
-    ("blocks.{L}.hook_resid_post", "model.model.layers[L].output"),
+    ("blocks.{L}.attn.hook_z (flattened)", "model.model.layers[L].self_attn.o_proj.input"),
     ("blocks.{L}.hook_attn_out", "model.model.layers[L].self_attn.output[0]"),
     ("blocks.{L}.hook_resid_mid", "model.model.layers[L].post_attention_layernorm.input"),
     ("blocks.{L}.hook_mlp_out", "model.model.layers[L].mlp.output"),
-    ("blocks.{L}.attn.hook_z", "model.model.layers[L].self_attn.o_proj.input"),
-    ("ln_final.hook_normalized × gain", "model.model.norm.output"),
+    ("blocks.{L}.hook_resid_post", "model.model.layers[L].output"),
+    ("ln_final.hook_out", "model.model.norm.output"),
     ("logits", "model.lm_head.output"),
 ]
 STATUS_TIMEOUT_S = 15.0
@@ -98,14 +102,19 @@ def skeleton(size: str, tokenizer):
     from nnsight.modeling.transformers import TransformersModel
 
     skeleton_config(size)  # clear KeyError for a wrong size
-    return TransformersModel(str(SKELETON_DIR / f"Llama-3.1-{size}"), tokenizer=tokenizer,
-                             task="text-generation")
+    return TransformersModel(
+        str(SKELETON_DIR / f"Llama-3.1-{size}"), tokenizer=tokenizer, task="text-generation"
+    )
 
 
 def n_params(config: dict) -> int:
     """Parameter count of a Llama config: embeddings, per-layer attention / MLP / norms, final norm
     and (untied) unembedding."""
-    d, ffn, n_layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    d, ffn, n_layers = (
+        config["hidden_size"],
+        config["intermediate_size"],
+        config["num_hidden_layers"],
+    )
     d_head = config.get("head_dim") or d // config["num_attention_heads"]
     q = config["num_attention_heads"] * d_head
     kv = config["num_key_value_heads"] * d_head
@@ -143,7 +152,9 @@ def token_id(tokenizer, text: str) -> int:
     """Id of ``text``, which must be one token (mind the leading space: ``" Paris"``)."""
     ids = tokenizer.encode(text, add_special_tokens=False)
     if len(ids) != 1:
-        raise ValueError(f"{text!r} is {len(ids)} tokens, not one; most answers need a leading space")
+        raise ValueError(
+            f"{text!r} is {len(ids)} tokens, not one; most answers need a leading space"
+        )
     return ids[0]
 
 
@@ -164,7 +175,13 @@ def _tracer(model, tokens, remote, scan: bool):
 def _is_network_error(error: BaseException) -> bool:
     module = type(error).__module__ or ""
     return isinstance(error, (OSError, TimeoutError)) or module.split(".")[0] in {
-        "httpx", "httpcore", "websocket", "requests", "urllib3", "huggingface_hub"}
+        "httpx",
+        "httpcore",
+        "websocket",
+        "requests",
+        "urllib3",
+        "huggingface_hub",
+    }
 
 
 @contextlib.contextmanager
@@ -182,8 +199,10 @@ def _readable_remote_errors(remote):
         if not _is_network_error(error):
             raise
         first = str(error).splitlines()[0] if str(error) else ""
-        raise NDIFUnavailable(f"could not run on NDIF at {host}: {type(error).__name__}: {first}. "
-                              "Check your connection, NDIF_API_KEY and nnsight.status().") from None
+        raise NDIFUnavailable(
+            f"could not run on NDIF at {host}: {type(error).__name__}: {first}. "
+            "Check your connection, NDIF_API_KEY and nnsight.status()."
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,8 +227,9 @@ class LogitLensResult:
         return [tokenizer.decode([int(i)]) for i in self.log_probs[layer].topk(k).indices]
 
 
-def logit_lens(model, tokens: Int[Tensor, "batch pos"], pos: int = -1, remote=False,
-               scan: bool = False) -> LogitLensResult:
+def logit_lens(
+    model, tokens: Int[Tensor, "batch pos"], pos: int = -1, remote=False, scan: bool = False
+) -> LogitLensResult:
     """Read the residual stream after 0..n_layers blocks at ``pos`` of the first prompt through the
     final norm and the unembedding: ``log_softmax(lm_head(norm(resid)))``. Only ``[layer d_vocab]``
     float32 values leave the trace (one position), never the stream itself."""
@@ -246,17 +266,27 @@ class PatchingResult:
         return (self.logit_diff - self.corrupted) / (self.clean - self.corrupted)
 
 
-def patch_layer(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
-                layer: int, positions: Sequence[int], answer: int, foil: int, remote=False,
-                scan: bool = False) -> Float[Tensor, "pos"]:
+def patch_layer(
+    model,
+    clean: Int[Tensor, "batch pos"],
+    corrupted: Int[Tensor, "batch pos"],
+    layer: int,
+    positions: Sequence[int],
+    answer: int,
+    foil: int,
+    remote=False,
+    scan: bool = False,
+) -> Float[Tensor, "pos"]:
     """One trace: the batch is [clean, corrupted × len(positions)]; row 1 + i gets the clean
     ``layers[layer].output`` at ``positions[i]``. Returns the logit difference of each patched row.
 
     Row 0 is never patched, so its activations are the clean run's at every layer: the clean value
     and the patched runs come from the same forward pass (no barrier, no second trace)."""
     if clean.shape != corrupted.shape:
-        raise ValueError(f"clean {tuple(clean.shape)} and corrupted {tuple(corrupted.shape)} prompts "
-                         "must have the same number of tokens")
+        raise ValueError(
+            f"clean {tuple(clean.shape)} and corrupted {tuple(corrupted.shape)} prompts "
+            "must have the same number of tokens"
+        )
     positions = list(positions)
     batch = torch.cat([clean, corrupted.expand(len(positions), -1)])
     rows, cols = torch.arange(1, len(positions) + 1), torch.tensor(positions)
@@ -269,10 +299,18 @@ def patch_layer(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "
     return diff
 
 
-def patching_sweep(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
-                   answer: int, foil: int, positions: Sequence[int],
-                   layers: Sequence[int] | None = None, layers_per_trace: int | None = None,
-                   remote=False, scan: bool = False) -> PatchingResult:
+def patching_sweep(
+    model,
+    clean: Int[Tensor, "batch pos"],
+    corrupted: Int[Tensor, "batch pos"],
+    answer: int,
+    foil: int,
+    positions: Sequence[int],
+    layers: Sequence[int] | None = None,
+    layers_per_trace: int | None = None,
+    remote=False,
+    scan: bool = False,
+) -> PatchingResult:
     """Patch the clean ``hook_resid_post`` into the corrupted run at every (layer, position).
 
     ``patch_layer``'s idea with more rows: a trace's batch is [clean, corrupted, then one corrupted
@@ -282,16 +320,21 @@ def patching_sweep(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor
     prompt's, so a patch that carries the clean fact raises the metric.
     """
     if clean.shape != corrupted.shape:
-        raise ValueError(f"clean {tuple(clean.shape)} and corrupted {tuple(corrupted.shape)} prompts "
-                         "must have the same number of tokens")
+        raise ValueError(
+            f"clean {tuple(clean.shape)} and corrupted {tuple(corrupted.shape)} prompts "
+            "must have the same number of tokens"
+        )
     layers = list(range(_n_layers(model))) if layers is None else list(layers)
     positions = list(positions)
     chunk = layers_per_trace or len(layers)
-    chunks = [layers[i:i + chunk] for i in range(0, len(layers), chunk)]
+    chunks = [layers[i : i + chunk] for i in range(0, len(layers), chunk)]
     cols = torch.tensor(positions)
     with _readable_remote_errors(remote):
-        session = contextlib.nullcontext() if scan else (
-            model.session(remote=remote) if remote else model.session())
+        session = (
+            contextlib.nullcontext()
+            if scan
+            else (model.session(remote=remote) if remote else model.session())
+        )
         with session:
             diffs = [] if scan else list().save()  # a scan has no session to save from
             for group in chunks:
@@ -319,9 +362,13 @@ def plot_patching(result: PatchingResult, tokenizer, tokens: Int[Tensor, "batch 
         fig, ax = plt.subplots(figsize=(4.5, 4))
     else:
         fig = ax.figure
-    image = ax.imshow(result.restored.detach().cpu().numpy(), cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(result.positions)),
-                  [f"{p}: {tokenizer.decode([int(tokens[0, p])])!r}" for p in result.positions])
+    image = ax.imshow(
+        result.restored.detach().cpu().numpy(), cmap="RdBu", vmin=-1, vmax=1, aspect="auto"
+    )
+    ax.set_xticks(
+        range(len(result.positions)),
+        [f"{p}: {tokenizer.decode([int(tokens[0, p])])!r}" for p in result.positions],
+    )
     ax.set_yticks(range(len(result.layers)), result.layers)
     ax.set_xlabel("patched position (clean token)")
     ax.set_ylabel("layer (hook_resid_post)")
@@ -335,7 +382,9 @@ def plot_patching(result: PatchingResult, tokenizer, tokens: Int[Tensor, "batch 
 # Experiment 3: task vectors (lesson 05)
 
 
-def right_padded(tokenizer, prompts: Sequence[str]) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"]]:
+def right_padded(
+    tokenizer, prompts: Sequence[str]
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"]]:
     """BOS-first ids of several prompts, right-padded into one batch, and each one's last index.
 
     Right padding is exact for a causal model: a position never attends to the padding after it."""
@@ -348,10 +397,12 @@ def right_padded(tokenizer, prompts: Sequence[str]) -> tuple[Int[Tensor, "batch 
     return tokens, torch.tensor([len(r) - 1 for r in rows])
 
 
-def task_vector(model, prompts: Sequence[str], layer: int, remote=False,
-                scan: bool = False) -> Float[Tensor, "d_model"]:
+def task_vector(
+    model, prompts: Sequence[str], layer: int, remote=False, scan: bool = False
+) -> Float[Tensor, "d_model"]:
     """θ: the stream entering block ``layer`` (``layers[layer].input``) at each prompt's last token,
-    averaged over ``prompts`` (one right-padded batch, one trace; only d_model numbers come back)."""
+    averaged over ``prompts`` (one right-padded batch, one trace; only d_model numbers come
+    back)."""
     tokens, last = right_padded(model.tokenizer, prompts)
     rows = torch.arange(len(prompts))
     with _readable_remote_errors(remote):
@@ -360,8 +411,14 @@ def task_vector(model, prompts: Sequence[str], layer: int, remote=False,
     return theta
 
 
-def patched_predictions(model, queries: Sequence[str], theta: Float[Tensor, "d_model"], layer: int,
-                        remote=False, scan: bool = False) -> Int[Tensor, "batch"]:
+def patched_predictions(
+    model,
+    queries: Sequence[str],
+    theta: Float[Tensor, "d_model"],
+    layer: int,
+    remote=False,
+    scan: bool = False,
+) -> Int[Tensor, "batch"]:
     """Top-1 next token of each zero-shot prompt ``query ->`` with θ written into the stream
     entering block ``layer`` at its last token (Hendel et al.'s replacement); one trace."""
     from .task_vectors import zero_shot_prompt
@@ -395,9 +452,11 @@ class ScanReport:
 
     def line(self) -> str:
         shapes = ", ".join(f"{k} {v}" for k, v in self.shapes.items())
-        return (f"{self.model:16} {self.experiment:13} {self.n_layers:3} layers: {shapes}; "
-                f"downloads {_human(self.saved_bytes)}, residual stream {_human(self.resid_bytes)}, "
-                f"bf16 weights {_human(self.weight_bytes)}")
+        return (
+            f"{self.model:16} {self.experiment:13} {self.n_layers:3} layers: {shapes}; "
+            f"downloads {_human(self.saved_bytes)}, residual stream {_human(self.resid_bytes)}, "
+            f"bf16 weights {_human(self.weight_bytes)}"
+        )
 
 
 def _human(n_bytes: float) -> str:
@@ -418,8 +477,9 @@ def _nbytes(value: Any) -> int:
     return 0
 
 
-def scan_experiment(size: str, experiment: str, tokenizer, tokens: Int[Tensor, "batch pos"],
-                    model=None) -> ScanReport:
+def scan_experiment(
+    size: str, experiment: str, tokenizer, tokens: Int[Tensor, "batch pos"], model=None
+) -> ScanReport:
     """Run ``experiment`` (``"logit_lens"``, ``"patching"`` or ``"task_vector"``) as a scan on the
     Llama-3.1-``size`` skeleton with these token ids, and report shapes and memory from its config.
 
@@ -436,8 +496,9 @@ def scan_experiment(size: str, experiment: str, tokenizer, tokens: Int[Tensor, "
         saved = _nbytes(result.log_probs)
     elif experiment == "patching":
         positions = [1, n_tokens - 1]
-        result = patching_sweep(model, tokens, tokens, 0, 1, positions, layers=[0, n_layers - 1],
-                                scan=True)
+        result = patching_sweep(
+            model, tokens, tokens, 0, 1, positions, layers=[0, n_layers - 1], scan=True
+        )
         shapes = {"logit_diff": tuple(result.logit_diff.shape)}
         saved = (2 + n_layers * len(positions)) * 4  # float32 logit differences of a full sweep
         shapes["full sweep"] = (n_layers, len(positions))
@@ -445,15 +506,30 @@ def scan_experiment(size: str, experiment: str, tokenizer, tokens: Int[Tensor, "
         text = tokenizer.decode(tokens[0, 1:])
         layer = n_layers // 2
         theta = task_vector(model, [text], layer, scan=True)
-        top = patched_predictions(model, ["a"], torch.zeros(theta.shape, dtype=theta.dtype,
-                                                            device=theta.device), layer, scan=True)
+        top = patched_predictions(
+            model,
+            ["a"],
+            torch.zeros(theta.shape, dtype=theta.dtype, device=theta.device),
+            layer,
+            scan=True,
+        )
         shapes = {"theta": tuple(theta.shape), "top-1": tuple(top.shape)}
         saved = _nbytes(theta) + _nbytes(top)
     else:
-        raise ValueError(f"unknown experiment {experiment!r}; use logit_lens, patching or task_vector")
-    return ScanReport(f"Llama-3.1-{size}", experiment, n_layers, n_params(config), shapes, saved,
-                      resid_bytes(config, n_tokens), bf16_weight_bytes(config),
-                      time.perf_counter() - start)
+        raise ValueError(
+            f"unknown experiment {experiment!r}; use logit_lens, patching or task_vector"
+        )
+    return ScanReport(
+        f"Llama-3.1-{size}",
+        experiment,
+        n_layers,
+        n_params(config),
+        shapes,
+        saved,
+        resid_bytes(config, n_tokens),
+        bf16_weight_bytes(config),
+        time.perf_counter() - start,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,7 +561,9 @@ def _model_running(repo: str, timeout: float) -> tuple[bool | None, str]:
         try:
             answer["running"] = bool(nnsight.is_model_running(repo))
         except Exception as error:  # the hub or the service failed: report, don't raise
-            answer["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            answer["error"] = (
+                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            )
 
     with contextlib.redirect_stderr(open(os.devnull, "w")):  # its own "Down" banner: we say it once
         thread = threading.Thread(target=ask, daemon=True)
@@ -512,14 +590,21 @@ def ndif_readiness(repo: str, timeout: float = STATUS_TIMEOUT_S) -> tuple[bool, 
     if not (os.environ.get("NDIF_API_KEY") or CONFIG.API.APIKEY):
         missing.append("NDIF_API_KEY (free key: sign up at https://login.ndif.us)")
     if repo.startswith("meta-llama/") and not _hf_token():
-        missing.append(f"HF_TOKEN with access to the gated {repo} (accept Meta's licence on its page)")
+        missing.append(
+            f"HF_TOKEN with access to the gated {repo} (accept Meta's licence on its page)"
+        )
     pilot = " and, for 405B, an accepted NDIF pilot application" if "405B" in repo else ""
     if missing:
         return False, f"Skipped the NDIF run: set {' and '.join(missing)}{pilot}."
     running, reason = _model_running(repo, timeout)
     if reason:
-        return False, f"Skipped the NDIF run: {reason}; try again later (nnsight.status() lists models)."
+        return (
+            False,
+            f"Skipped the NDIF run: {reason}; try again later (nnsight.status() lists models).",
+        )
     if not running:
-        return False, (f"Skipped the NDIF run: {repo} is not running on NDIF now "
-                       f"(nnsight.status() lists what is){pilot or ''}.")
+        return False, (
+            f"Skipped the NDIF run: {repo} is not running on NDIF now "
+            f"(nnsight.status() lists what is){pilot or ''}."
+        )
     return True, f"{repo} is running on NDIF: running the experiments there."

@@ -28,16 +28,42 @@ def nn_model():
 @pytest.fixture(scope="module")
 def prompts(nn_model):
     tok = nn_model.tokenizer
-    return (sc.to_tokens(tok, CLEAN), sc.to_tokens(tok, CORRUPTED), sc.token_id(tok, " Paris"),
-            sc.token_id(tok, " Rome"))
+    return (
+        sc.to_tokens(tok, CLEAN),
+        sc.to_tokens(tok, CORRUPTED),
+        sc.token_id(tok, " Paris"),
+        sc.token_id(tok, " Rome"),
+    )
 
 
 def test_to_tokens_matches_the_bridge_and_puts_bos_first(nn_model, model):
     for prompt in [CLEAN, "2 + 2 ="]:
         assert torch.equal(sc.to_tokens(nn_model.tokenizer, prompt), model.to_tokens(prompt).cpu())
-    assert sc.to_tokens(nn_model.tokenizer, CLEAN)[0, 0] == nn_model.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert sc.to_tokens(nn_model.tokenizer, CLEAN)[
+        0, 0
+    ] == nn_model.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     with pytest.raises(TypeError, match="string"):
         sc.to_tokens(nn_model.tokenizer, ["a"])
+
+
+def test_every_row_of_the_mapping_table_reads_the_same_tensor(nn_model, model, prompts):
+    clean, layer = prompts[0], 7
+    names = {
+        tl.replace("{L}", str(layer)).split(" ")[0]: path.replace("[L]", f"[{layer}]")
+        for tl, path in sc.TL_TO_NNSIGHT
+    }
+    assert len(names) == len(sc.TL_TO_NNSIGHT) == 9
+    m = nn_model
+    with m.trace(clean):  # in the order the model computes them
+        got = list().save()
+        for path in names.values():
+            got.append(eval(path, {"model": m}).save())
+    logits, cache = model.run_with_cache(clean)
+    for (tl_name, path), value in zip(names.items(), got):
+        want = logits if tl_name == "logits" else cache[tl_name]
+        want = want.flatten(-2) if tl_name.endswith("hook_z") else want
+        error = ((value - want).abs().max() / want.abs().max()).item()
+        assert error < 1e-5, f"{tl_name} vs {path}: relative error {error:.1e}"
 
 
 def test_logit_lens_equals_transformer_lens(nn_model, model, prompts):
@@ -55,8 +81,9 @@ def test_logit_lens_equals_transformer_lens(nn_model, model, prompts):
 def test_patching_sweep_equals_transformer_lens_hooks(nn_model, model, prompts):
     clean, corrupted, paris, rome = prompts
     positions, layers = [3, 4, 10], [0, 7, 15, 29]
-    result = sc.patching_sweep(nn_model, clean, corrupted, paris, rome, positions, layers=layers,
-                               layers_per_trace=3)
+    result = sc.patching_sweep(
+        nn_model, clean, corrupted, paris, rome, positions, layers=layers, layers_per_trace=3
+    )
     assert result.logit_diff.shape == (len(layers), len(positions))
     for row, layer in enumerate(layers):
         want = checks._tl_patched_diff(model, clean, corrupted, layer, positions, paris, rome)
@@ -67,8 +94,12 @@ def test_patching_sweep_equals_transformer_lens_hooks(nn_model, model, prompts):
     # patching the last position after the last layer hands over the clean answer completely
     assert abs(float(result.restored[-1, -1]) - 1.0) < 1e-4
     # one layer per trace (patch_layer) gives the same numbers as the batched sweep
-    torch.testing.assert_close(sc.patch_layer(nn_model, clean, corrupted, 7, positions, paris, rome),
-                               result.logit_diff[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        sc.patch_layer(nn_model, clean, corrupted, 7, positions, paris, rome),
+        result.logit_diff[1],
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 def test_task_vector_and_patched_predictions_equal_transformer_lens(nn_model, model):
@@ -103,16 +134,30 @@ def test_remote_local_equals_local(nn_model, prompts):
     assert torch.equal(sc.task_vector(nn_model, ["a -> A\nb -> B\nc ->"], 5, remote="local"), theta)
 
 
-@pytest.mark.parametrize("size, n_layers, d_model, n_params", [
-    ("8B", 32, 4096, 8_030_261_248), ("70B", 80, 8192, 70_553_706_496),
-    ("405B", 126, 16384, 405_853_388_800)])
+@pytest.mark.parametrize(
+    "size, n_layers, d_model, n_params",
+    [
+        ("8B", 32, 4096, 8_030_261_248),
+        ("70B", 80, 8192, 70_553_706_496),
+        ("405B", 126, 16384, 405_853_388_800),
+    ],
+)
 def test_skeleton_scans_report_the_real_shapes(nn_model, size, n_layers, d_model, n_params):
     tokens = sc.to_tokens(nn_model.tokenizer, CLEAN)
     skeleton = sc.skeleton(size, nn_model.tokenizer)
-    assert sum(p.numel() for p in skeleton.parameters()) == n_params == sc.n_params(sc.skeleton_config(size))
+    assert (
+        sum(p.numel() for p in skeleton.parameters())
+        == n_params
+        == sc.n_params(sc.skeleton_config(size))
+    )
     assert next(skeleton.parameters()).device.type == "meta"
-    experiments = ["logit_lens", "patching", "task_vector"] if size == "8B" else ["logit_lens", "patching"]
-    reports = {e: sc.scan_experiment(size, e, nn_model.tokenizer, tokens, model=skeleton) for e in experiments}
+    experiments = (
+        ["logit_lens", "patching", "task_vector"] if size == "8B" else ["logit_lens", "patching"]
+    )
+    reports = {
+        e: sc.scan_experiment(size, e, nn_model.tokenizer, tokens, model=skeleton)
+        for e in experiments
+    }
     assert reports["logit_lens"].shapes == {"log_probs": (n_layers + 1, 128256)}
     assert reports["logit_lens"].saved_bytes == (n_layers + 1) * 128256 * 4
     assert reports["patching"].shapes["logit_diff"] == (2, 2)
@@ -191,8 +236,11 @@ def test_checks_fail_on_stubs(nn_model, model):
 
 def test_checks_catch_a_missing_bos_and_a_missing_final_norm(nn_model, model, capsys):
     with pytest.raises(CheckFailed):
-        checks.check_to_tokens(lambda tok, p: torch.tensor([tok.encode(p, add_special_tokens=False)]),
-                               model, nn_model.tokenizer)
+        checks.check_to_tokens(
+            lambda tok, p: torch.tensor([tok.encode(p, add_special_tokens=False)]),
+            model,
+            nn_model.tokenizer,
+        )
     assert "<|endoftext|>" in capsys.readouterr().out
 
     def without_norm(m, tokens, pos):
