@@ -175,6 +175,17 @@ def _load_embedded_hf(device: str):
     return model.to(device).eval(), tokenizer
 
 
+def load_hf_model(device: str | None = None):
+    """``(LlamaForCausalLM, tokenizer)``: the embedded model as plain Hugging Face objects (lesson 07).
+
+    The same float weights ``load_model`` wraps, but no TransformerBridge touches them, so their
+    module paths (``model.layers[L]``, ``model.norm``, ``lm_head``) are the stock ones that nnsight
+    reaches. The tokenizer's BOS is ``<|endoftext|>``, yet, unlike ``model.to_tokens``, the plain
+    tokenizer does not prepend it: add it yourself.
+    """
+    return _load_embedded_hf(device or default_device())
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
 
