@@ -28,6 +28,14 @@ given residual to the Hugging Face model as ``inputs_embeds``, the HF forward ru
 and block L swaps the residual back in (``BlockBridge._maybe_inject_start_residual``), so blocks
 0..L-1 still run. The fast engine therefore uses the weights of ``model.original_model`` directly.
 
+Noise (ROME's rule, the default): Gaussian with standard deviation 3 × the std of the subject-token
+embeddings over a dataset of subjects — here the course's shipped facts (``rome_noise_scale``). Pass
+``noise=`` to add an explicit tensor instead, e.g. another implementation's draws, or the difference
+of two subjects' embeddings (symmetric token replacement, one "sample").
+
+Metrics: every trace records, per cell and averaged over the noise samples, p(answer), log p(answer)
+and, with a ``foil``, the logit difference logit(answer) − logit(foil) (``TraceResult.effect``).
+
 Kinds (ROME's names): ``"hidden"`` restores the residual stream after block l (``hook_resid_post``);
 ``"mlp"`` and ``"attn"`` restore the MLP / attention outputs of a window of ``window`` layers centred
 on l (ROME: 10), at one token.
@@ -42,10 +50,12 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from .facts import load_facts
 from .facts import subject_token_span as facts_subject_token_span
 from .predictions import answer_token_id
 
 KINDS = ("hidden", "mlp", "attn")
+METRICS = ("prob", "log_prob", "logit_diff")
 HOOK_OF_KIND = {"hidden": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
 NOISE_MULTIPLIER = 3.0  # ROME: noise std = 3 × the std of subject-token embeddings
 DEFAULT_SAMPLES = 10
@@ -73,6 +83,16 @@ def subject_embedding_std(model, subjects: list[str]) -> float:
         ids += model.tokenizer.encode(" " + subject.strip(), add_special_tokens=False)
     embed = model.original_model.get_input_embeddings().weight.detach()
     return float(embed[torch.tensor(ids, device=embed.device)].std())
+
+
+def rome_noise_scale(model, subjects: list[str] | None = None) -> float:
+    """ROME's noise level: ``NOISE_MULTIPLIER`` (3) × the std of subject-token embeddings over a dataset
+    of subjects; by default the subjects of the course's known facts (``course_utils/data/facts.json``).
+    This is ``trace()``'s default. (3 × the std of one subject's own tokens differs: 0.354 for the Eiffel
+    Tower against 0.342 over the shipped facts.)"""
+    if subjects is None:
+        subjects = [fact["subject"] for fact in load_facts()]
+    return NOISE_MULTIPLIER * subject_embedding_std(model, subjects)
 
 
 def make_noise(samples: int, n_tokens: int, d_model: int, scale: float,
@@ -120,17 +140,21 @@ def window_layers(layer: int, n_layers: int, kind: str, window: int = DEFAULT_WI
 
 @dataclass
 class TraceSettings:
+    """How a trace was run. ``noise_scale`` and ``seed`` are None when an explicit noise tensor was given."""
+
     kind: str
     samples: int
-    noise_scale: float
-    seed: int
+    noise_scale: float | None
+    seed: int | None
     window: int
 
 
 @dataclass
 class TraceResult:
     """A causal trace. ``scores[layer, pos]`` is p(answer) with that cell restored, averaged over the
-    noise samples (NaN for cells that were not traced)."""
+    noise samples (NaN for cells that were not traced). ``log_scores`` is the mean over samples of
+    log p(answer); ``logit_diffs`` the mean of logit(answer) − logit(foil) when a foil was given.
+    ``clean``/``corrupted`` hold the three metrics of the clean run and of the corrupted run."""
 
     prompt: str
     subject: str
@@ -140,12 +164,30 @@ class TraceResult:
     scores: Float[Tensor, "layer pos"]
     clean_prob: float
     corrupted_prob: float
-    settings: TraceSettings = field(default_factory=lambda: TraceSettings("hidden", 0, 0.0, 0, 0))
+    settings: TraceSettings
+    log_scores: Float[Tensor, "layer pos"] | None = None
+    foil: str | None = None
+    logit_diffs: Float[Tensor, "layer pos"] | None = None
+    clean: dict = field(default_factory=dict)
+    corrupted: dict = field(default_factory=dict)
 
     @property
     def indirect_effect(self) -> Float[Tensor, "layer pos"]:
         """p(answer | corrupted, cell restored) − p(answer | corrupted): ROME's indirect effect."""
         return self.scores - self.corrupted_prob
+
+    def effect(self, metric: str = "prob") -> Float[Tensor, "layer pos"]:
+        """Restored minus corrupted, in ``metric``: ``"prob"`` (ROME's indirect effect), ``"log_prob"``
+        (mean log p(answer)) or ``"logit_diff"`` (mean logit(answer) − logit(foil); needs a foil)."""
+        return self.metric_scores(metric) - self.corrupted[metric]
+
+    def metric_scores(self, metric: str = "prob") -> Float[Tensor, "layer pos"]:
+        """The traced cells in ``metric`` (see ``effect``)."""
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if metric == "logit_diff" and self.logit_diffs is None:
+            raise ValueError("this trace has no logit difference: pass foil=' Rome' (a competing answer) to trace")
+        return {"prob": self.scores, "log_prob": self.log_scores, "logit_diff": self.logit_diffs}[metric]
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -184,18 +226,48 @@ def plot_trace(result: TraceResult, ax=None, title: str | None = None):
     return fig
 
 
-def _prepare(model, prompt, subject, answer, kind, samples, noise_scale, seed, window):
+def _prepare(model, prompt, subject, answer, kind, samples, noise_scale, seed, window, noise=None, foil=None):
+    """Validated inputs of a trace: tokens [1, pos], answer/foil ids, span, noise [sample, n_subject, d_model]."""
     _check_kind(kind)
+    answer_id = answer_token_id(model, answer)  # raises a clear error when not a single token
+    foil_id = None if foil is None else answer_token_id(model, foil)
+    span = subject_token_span(model, prompt, subject)
+    tokens = model.to_tokens(prompt)
+    n_subject, d_model = span[1] - span[0], model.cfg.d_model
+    if noise is not None:
+        if noise_scale is not None:
+            raise ValueError("give noise_scale (the course draws the noise) or noise (your own tensor), not both")
+        if not isinstance(noise, Tensor) or noise.ndim != 3 or tuple(noise.shape[1:]) != (n_subject, d_model):
+            shape = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+            raise ValueError(f"noise must be a tensor [sample, {n_subject}, {d_model}] (one row per subject "
+                             f"token {span[0]}..{span[1] - 1}), got {shape}")
+        noise = noise.detach().float().cpu()
+        settings = TraceSettings(kind, noise.shape[0], None, None, window)
+        return tokens, answer_id, foil_id, span, noise, settings
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
-    answer_id = answer_token_id(model, answer)  # raises a clear error when not a single token
-    span = subject_token_span(model, prompt, subject)
     if noise_scale is None:
-        noise_scale = NOISE_MULTIPLIER * subject_embedding_std(model, [subject])
-    tokens = model.to_tokens(prompt)
+        noise_scale = rome_noise_scale(model)
     settings = TraceSettings(kind, samples, float(noise_scale), seed, window)
-    noise = make_noise(samples, span[1] - span[0], model.cfg.d_model, noise_scale, seed)
-    return tokens, answer_id, span, noise, settings
+    noise = make_noise(samples, n_subject, d_model, noise_scale, seed)
+    return tokens, answer_id, foil_id, span, noise, settings
+
+
+def _readout(logits: Float[Tensor, "batch d_vocab"], answer_id: int, foil_id: int | None
+             ) -> Float[Tensor, "batch 3"]:
+    """p(answer), log p(answer) and logit(answer) − logit(foil) (NaN without a foil), per row."""
+    log_probs = logits.log_softmax(-1)[:, answer_id]
+    diff = logits[:, answer_id] - logits[:, foil_id] if foil_id is not None else torch.full_like(log_probs, float("nan"))
+    return torch.stack([log_probs.exp(), log_probs, diff], dim=-1)
+
+
+def _result(model, prompt, subject, answer, foil, tokens, span, grids, clean, corrupted, settings):
+    """A TraceResult from ``grids`` [3, layer, pos] and the clean/corrupted readouts [3] (sample means)."""
+    clean, corrupted = ({m: float(v) for m, v in zip(METRICS, values)} for values in (clean, corrupted))
+    return TraceResult(prompt, subject, answer, model.to_str_tokens(tokens), span, grids[0].clone(),
+                       clean["prob"], corrupted["prob"], settings, log_scores=grids[1].clone(), foil=foil,
+                       logit_diffs=grids[2].clone() if foil is not None else None, clean=clean,
+                       corrupted=corrupted)
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,32 +293,32 @@ def _restore_hook(clean_act, position):
 @torch.no_grad()
 def trace_reference(model, prompt: str, subject: str, answer: str, kind: str = "hidden", *,
                     samples: int = DEFAULT_SAMPLES, noise_scale: float | None = None,
-                    seed: int = DEFAULT_SEED, window: int = DEFAULT_WINDOW,
-                    layers=None, positions=None, progress: bool = False) -> TraceResult:
-    """Causal trace the way ROME's code does it: one forward pass (batched over noise samples) per cell."""
-    tokens, answer_id, span, noise, settings = _prepare(model, prompt, subject, answer, kind, samples,
-                                                        noise_scale, seed, window)
-    n_layers, n_pos = model.cfg.n_layers, tokens.shape[1]
+                    seed: int = DEFAULT_SEED, window: int = DEFAULT_WINDOW, noise: Tensor | None = None,
+                    foil: str | None = None, layers=None, positions=None, progress: bool = False) -> TraceResult:
+    """Causal trace the way ROME's code does it: one forward pass (batched over noise samples) per cell.
+    Arguments as for ``trace``."""
+    tokens, answer_id, foil_id, span, noise, settings = _prepare(model, prompt, subject, answer, kind, samples,
+                                                                 noise_scale, seed, window, noise, foil)
+    n_layers, n_pos, samples = model.cfg.n_layers, tokens.shape[1], noise.shape[0]
     layers, positions = _check_layers(model, layers), _check_positions(positions, n_pos)
     logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith(HOOK_OF_KIND[kind]))
-    clean_prob = float(logits[0, -1].softmax(-1)[answer_id])
+    clean = _readout(logits[:, -1], answer_id, foil_id)[0]
     batch = tokens.expand(samples, n_pos)
     noise_hooks = [("hook_embed", _noise_hook(noise, span))]
 
-    def p_answer(hooks):
+    def readout(hooks):  # [3]: the metrics averaged over the noise samples
         out = model.run_with_hooks(batch, fwd_hooks=noise_hooks + hooks)
-        return float(out[:, -1].softmax(-1)[:, answer_id].mean())
+        return _readout(out[:, -1], answer_id, foil_id).mean(0)
 
-    corrupted_prob = p_answer([])
-    scores = torch.full((n_layers, n_pos), float("nan"))
+    corrupted = readout([])
+    grids = torch.full((3, n_layers, n_pos), float("nan"))
     cells = [(layer, pos) for pos in positions for layer in layers]
     for layer, pos in _progress(cells, progress, "cells"):
         hooks = [(f"blocks.{restored}.{HOOK_OF_KIND[kind]}",
                   _restore_hook(cache[f"blocks.{restored}.{HOOK_OF_KIND[kind]}"][0], pos))
                  for restored in window_layers(layer, n_layers, kind, window)]
-        scores[layer, pos] = p_answer(hooks)
-    return TraceResult(prompt, subject, answer, model.to_str_tokens(tokens), span, scores,
-                       clean_prob, corrupted_prob, settings)
+        grids[:, layer, pos] = readout(hooks)
+    return _result(model, prompt, subject, answer, foil, tokens, span, grids, clean, corrupted, settings)
 
 
 def _progress(iterable, enabled: bool, unit: str):
@@ -378,10 +450,9 @@ def _full_run(w: _Weights, embeds) -> _Run:
     return run
 
 
-def _answer_prob(w: _Weights, final_resid, answer_id: int):
-    """p(answer) from the final residual at the last position, [batch, d_model] -> [batch]."""
-    logits = F.linear(_rms(final_resid, w.norm, w.eps), w.unembed)
-    return logits.softmax(-1)[:, answer_id]
+def _final_logits(w: _Weights, final_resid):
+    """Logits from the final residual at the last position, [batch, d_model] -> [batch, d_vocab]."""
+    return F.linear(_rms(final_resid, w.norm, w.eps), w.unembed)
 
 
 def _cell_schedule(w: _Weights, clean: _Run, corrupted: _Run, pos: int, layer: int, kind: str, window: int):
@@ -406,8 +477,9 @@ def _cell_schedule(w: _Weights, clean: _Run, corrupted: _Run, pos: int, layer: i
 
 
 @torch.no_grad()
-def _trace_position(w, clean, corrupted, pos, layers, kind, window, answer_id, samples, clean_prefix=False):
-    """Scores of the cells (layer, pos) for every layer in ``layers``, all in one batch that grows as
+def _trace_position(w, clean, corrupted, pos, layers, kind, window, answer_id, foil_id, samples,
+                    clean_prefix=False):
+    """Readouts [3, len(layers)] (see ``_readout``, averaged over samples) of the cells (layer, pos) for every layer in ``layers``, all in one batch that grows as
     cells are born (block by block) and shares rows between cells whose runs are still identical.
 
     ``clean_prefix`` (hidden states at the first noised position only): every position up to ``pos`` is
@@ -418,7 +490,7 @@ def _trace_position(w, clean, corrupted, pos, layers, kind, window, answer_id, s
     device = corrupted.resid[0].device
     cos, sin = w.rotary(torch.arange(first, n_pos, device=device))
     schedule = [_cell_schedule(w, clean, corrupted, pos, layer, kind, window) for layer in layers]
-    out = torch.empty(len(layers))
+    out = torch.empty(3, len(layers))
     # a group: cells whose runs are identical so far, sharing `samples` rows of x
     groups: list[list[int]] = []
     x = None
@@ -466,88 +538,107 @@ def _trace_position(w, clean, corrupted, pos, layers, kind, window, answer_id, s
         x, *_ = _block(w, block, x, cos, sin, k_prefix, v_prefix,
                        attn_patch=patch if kind == "attn" else None, mlp_patch=patch if kind == "mlp" else None,
                        last_only=block == n_layers - 1)
-    probs = _answer_prob(w, x[:, -1], answer_id).view(len(groups), samples).mean(1).cpu()
+    metrics = _readout(_final_logits(w, x[:, -1]), answer_id, foil_id).view(len(groups), samples, 3).mean(1).cpu()
     for g, cells in enumerate(groups):
-        out[torch.tensor(cells)] = probs[g]
+        out[:, torch.tensor(cells)] = metrics[g][:, None]
     return out
 
 
 @torch.no_grad()
 def trace(model, prompt: str, subject: str, answer: str, kind: str = "hidden", *,
           samples: int = DEFAULT_SAMPLES, noise_scale: float | None = None, seed: int = DEFAULT_SEED,
-          window: int = DEFAULT_WINDOW, layers=None, positions=None, progress: bool = True) -> TraceResult:
+          window: int = DEFAULT_WINDOW, noise: Tensor | None = None, foil: str | None = None,
+          layers=None, positions=None, progress: bool = True) -> TraceResult:
     """Causal trace (fast engine): the same numbers as ``trace_reference``, several times faster.
 
     kind: ``"hidden"``, ``"mlp"`` or ``"attn"``; samples: noise samples per cell (ROME: 10);
-    noise_scale: std of the added noise (default: 3 × the std of this subject's token embeddings;
-    ROME uses 3 × the std over all subjects of its dataset, see ``subject_embedding_std``);
+    noise_scale: std of the added noise (default: ROME's rule, ``rome_noise_scale(model)``: 3 × the std
+    of subject-token embeddings over the course's facts); seed: seeds the noise (``make_noise``);
+    noise: an explicit tensor [sample, n_subject_tokens, d_model] added to the subject's embeddings
+    instead (then ``samples``/``seed`` are ignored and ``noise_scale`` must be None);
+    foil: a competing answer (" Rome"); the result then also holds logit(answer) − logit(foil);
     window: layers restored around each MLP/attention cell; layers/positions: trace only these.
     """
-    return _trace_kinds(model, prompt, subject, answer, (kind,), samples, noise_scale, seed, window,
+    return _trace_kinds(model, prompt, subject, answer, (kind,), samples, noise_scale, seed, window, noise, foil,
                         layers, positions, progress)[kind]
 
 
 @torch.no_grad()
 def trace_all_kinds(model, prompt: str, subject: str, answer: str, *, samples: int = DEFAULT_SAMPLES,
                     noise_scale: float | None = None, seed: int = DEFAULT_SEED, window: int = DEFAULT_WINDOW,
+                    noise: Tensor | None = None, foil: str | None = None,
                     layers=None, positions=None, progress: bool = True) -> dict[str, TraceResult]:
     """``{"hidden": ..., "mlp": ..., "attn": ...}`` from the fast engine with the same settings and the
     same noise; the clean and corrupted runs are computed once for all three."""
-    return _trace_kinds(model, prompt, subject, answer, KINDS, samples, noise_scale, seed, window,
+    return _trace_kinds(model, prompt, subject, answer, KINDS, samples, noise_scale, seed, window, noise, foil,
                         layers, positions, progress)
 
 
-def _trace_kinds(model, prompt, subject, answer, kinds, samples, noise_scale, seed, window,
+def _embed_runs(model, tokens, span, noise, w: _Weights):
+    """The clean run (batch 1) and the corrupted run (one row per noise sample) of the fast engine."""
+    embeds = w.embed[tokens[0].to(w.embed.device)][None]  # [1, pos, d_model]
+    noisy = embeds.repeat(noise.shape[0], 1, 1)
+    noisy[:, span[0]:span[1]] += noise.to(noisy)
+    return embeds, noisy
+
+
+def _trace_kinds(model, prompt, subject, answer, kinds, samples, noise_scale, seed, window, noise, foil,
                  layers, positions, progress) -> dict[str, TraceResult]:
     for kind in kinds:
         _check_kind(kind)
-    tokens, answer_id, span, noise, settings = _prepare(model, prompt, subject, answer, kinds[0], samples,
-                                                        noise_scale, seed, window)
-    n_pos = tokens.shape[1]
+    tokens, answer_id, foil_id, span, noise, settings = _prepare(model, prompt, subject, answer, kinds[0], samples,
+                                                                 noise_scale, seed, window, noise, foil)
+    n_pos, samples = tokens.shape[1], noise.shape[0]
     layers, positions = _check_layers(model, layers), _check_positions(positions, n_pos)
     w = _Weights(model)
-    embeds = w.embed[tokens[0].to(w.embed.device)][None]  # [1, pos, d_model]
+    embeds, noisy = _embed_runs(model, tokens, span, noise, w)
     clean = _full_run(w, embeds)
-    clean_prob = float(_answer_prob(w, clean.resid[-1][:, -1], answer_id)[0])
-    noisy = embeds.repeat(samples, 1, 1)
-    noisy[:, span[0]:span[1]] += noise.to(noisy)
+    clean_metrics = _readout(_final_logits(w, clean.resid[-1][:, -1]), answer_id, foil_id)[0]
     corrupted = _full_run(w, noisy)
-    corrupted_prob = float(_answer_prob(w, corrupted.resid[-1][:, -1], answer_id).mean())
-    str_tokens = model.to_str_tokens(tokens)
+    corrupted_metrics = _readout(_final_logits(w, corrupted.resid[-1][:, -1]), answer_id, foil_id).mean(0)
     rows = [(kind, pos) for kind in kinds for pos in positions]
-    scores = {kind: torch.full((w.n_layers, n_pos), float("nan")) for kind in kinds}
+    grids = {kind: torch.full((3, w.n_layers, n_pos), float("nan")) for kind in kinds}
     for kind, pos in _progress(rows, progress, "token"):
         if pos < span[0]:  # before the noise: clean and corrupted states are equal, a restore changes nothing
-            scores[kind][layers, pos] = corrupted_prob
+            grids[kind][:, layers, pos] = corrupted_metrics[:, None]
         else:
             clean_prefix = kind == "hidden" and pos == span[0] and pos + 1 < n_pos
-            scores[kind][layers, pos] = _trace_position(w, clean, corrupted, pos, layers, kind, window, answer_id,
-                                                        samples, clean_prefix)
-    return {kind: TraceResult(prompt, subject, answer, str_tokens, span, scores[kind], clean_prob, corrupted_prob,
-                              replace(settings, kind=kind)) for kind in kinds}
+            grids[kind][:, layers, pos] = _trace_position(w, clean, corrupted, pos, layers, kind, window, answer_id,
+                                                          foil_id, samples, clean_prefix)
+    return {kind: _result(model, prompt, subject, answer, foil, tokens, span, grids[kind], clean_metrics,
+                          corrupted_metrics, replace(settings, kind=kind)) for kind in kinds}
 
 
 # --------------------------------------------------------------------------------------------
 # Attribution patching: one backward pass approximates every hidden-state cell
 # --------------------------------------------------------------------------------------------
 
-def attribution_patching(model, prompt: str, subject: str, answer: str, *, samples: int = DEFAULT_SAMPLES,
-                         noise_scale: float | None = None, seed: int = DEFAULT_SEED) -> Float[Tensor, "layer pos"]:
-    """Linear estimate of the hidden-state trace's indirect effect for every (layer, pos) at once.
+def attribution_patching(model, prompt: str, subject: str, answer: str, *, metric: str = "log_prob",
+                         foil: str | None = None, samples: int = DEFAULT_SAMPLES,
+                         noise_scale: float | None = None, seed: int = DEFAULT_SEED,
+                         noise: Tensor | None = None) -> Float[Tensor, "layer pos"]:
+    """Linear estimate of the hidden-state trace's effect ``trace(...).effect(metric)`` for every
+    (layer, pos) at once.
 
     For each noise sample s, restoring cell (l, t) changes the residual there by
-    ``delta = clean[l, t] - corrupted_s[l, t]``; to first order p(answer) changes by
-    ``grad_s[l, t] · delta``, where ``grad_s`` is the gradient of p(answer) in the corrupted run.
-    Averaged over samples, like the exact trace. One forward and one backward pass in all.
+    ``delta_s = clean[l, t] - corrupted_s[l, t]``; to first order the sample's metric m_s changes by
+    ``grad_s[l, t] · delta_s``, where ``grad_s`` is the gradient of m_s in the corrupted run. Averaged
+    over samples, like the exact trace. One forward and one backward pass in all.
+
+    metric: ``"log_prob"`` (default), ``"logit_diff"`` (logit(answer) − logit(foil); needs ``foil``) or
+    ``"prob"``. p(answer) is a poor choice when the corrupted p is near 0: the softmax is flat there,
+    so the gradient, and with it the estimate, is far too small. Noise arguments as for ``trace``.
     """
-    tokens, answer_id, span, noise, _ = _prepare(model, prompt, subject, answer, "hidden", samples,
-                                                 noise_scale, seed, DEFAULT_WINDOW)
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if metric == "logit_diff" and foil is None:
+        raise ValueError("metric='logit_diff' needs a foil, a competing answer such as ' Rome'")
+    tokens, answer_id, foil_id, span, noise, _ = _prepare(model, prompt, subject, answer, "hidden", samples,
+                                                          noise_scale, seed, DEFAULT_WINDOW, noise, foil)
     w = _Weights(model)
-    embeds = w.embed[tokens[0].to(w.embed.device)][None]
+    embeds, noisy = _embed_runs(model, tokens, span, noise, w)
     with torch.no_grad():
         clean = _full_run(w, embeds)
-    noisy = embeds.repeat(samples, 1, 1)
-    noisy[:, span[0]:span[1]] += noise.to(noisy)
     cos, sin = w.rotary(torch.arange(tokens.shape[1], device=noisy.device))
     x, states = noisy.requires_grad_(), []
     with torch.enable_grad():
@@ -555,8 +646,9 @@ def attribution_patching(model, prompt: str, subject: str, answer: str, *, sampl
             x, *_ = _block(w, layer, x, cos, sin)
             x.retain_grad()
             states.append(x)
-        p_answer = _answer_prob(w, x[:, -1], answer_id).mean()
-        p_answer.backward()
+        per_sample = _readout(_final_logits(w, x[:, -1]), answer_id, foil_id)[:, METRICS.index(metric)]
+        # the samples are independent, so the gradient of their sum is each sample's own gradient
+        per_sample.sum().backward()
     estimate = torch.stack([((clean.resid[layer + 1] - state.detach()) * state.grad).sum(-1).mean(0)
                             for layer, state in enumerate(states)])
     return estimate.detach().cpu()

@@ -1,5 +1,7 @@
 """Tests of course_utils/tracing.py and course_utils/checks/tracing.py (lesson 04)."""
 
+import json
+
 import pytest
 import torch
 
@@ -30,7 +32,7 @@ def test_fast_equals_reference(model, scale, fact, kind):
     n_pos = model.to_tokens(prompt).shape[1]
     layers = [0, 4, 17, 29]  # the window clips at both ends; hidden at 29 restores the final state
     positions = sorted({0, start, stop - 1, min(stop, n_pos - 1), n_pos - 1})
-    kwargs = dict(samples=SAMPLES, noise_scale=scale, seed=3, layers=layers, positions=positions)
+    kwargs = dict(samples=SAMPLES, noise_scale=scale, seed=3, layers=layers, positions=positions, foil=" London")
     fast = tracing.trace(model, prompt, subject, answer, kind, progress=False, **kwargs)
     reference = tracing.trace_reference(model, prompt, subject, answer, kind, **kwargs)
     assert abs(fast.clean_prob - reference.clean_prob) <= 1e-5
@@ -38,6 +40,10 @@ def test_fast_equals_reference(model, scale, fact, kind):
     picked = fast.scores[layers][:, positions]
     assert not torch.isnan(picked).any()
     assert (picked - reference.scores[layers][:, positions]).abs().max() <= 1e-5
+    for metric in ("log_prob", "logit_diff"):  # logits of order 10: float32 rounding ~1e-5 relative
+        assert abs(fast.corrupted[metric] - reference.corrupted[metric]) <= 1e-4
+        got, want = fast.metric_scores(metric), reference.metric_scores(metric)
+        assert (got[layers][:, positions] - want[layers][:, positions]).abs().max() <= 1e-4
     assert torch.isnan(fast.scores[1]).all()  # untraced layers stay NaN
     # ROME's two sites: hidden states and MLP outputs at the last subject token bring back some of the
     # answer; attention there does almost nothing (lesson 04 measures 0.02), its site is the last token.
@@ -90,6 +96,53 @@ def test_restores_before_the_subject_change_nothing(model, scale):
     assert (result.scores[[0, 15]][:, [1, start - 1]] - result.corrupted_prob).abs().max() < 1e-6
 
 
+def test_default_noise_is_romes_rule_over_the_shipped_facts(model):
+    from course_utils.facts import load_facts
+
+    prompt, subject, answer = FACTS[1]
+    expected = 3 * tracing.subject_embedding_std(model, [fact["subject"] for fact in load_facts()])
+    assert tracing.rome_noise_scale(model) == pytest.approx(expected)
+    assert 0.3 < expected < 0.4
+    n_pos = model.to_tokens(prompt).shape[1]
+    result = tracing.trace(model, prompt, subject, answer, samples=2, layers=[3], positions=[n_pos - 1],
+                           progress=False)
+    assert result.settings.noise_scale == pytest.approx(expected)
+
+
+def test_explicit_noise_reproduces_the_drawn_noise_and_is_validated(model, scale):
+    prompt, subject, answer = FACTS[1]  # one subject token
+    n_pos = model.to_tokens(prompt).shape[1]
+    kwargs = dict(layers=[2, 20], positions=[n_pos - 2, n_pos - 1], progress=False)
+    drawn = tracing.trace(model, prompt, subject, answer, samples=3, noise_scale=scale, seed=5, **kwargs)
+    noise = tracing.make_noise(3, 1, model.cfg.d_model, scale, seed=5)
+    given = tracing.trace(model, prompt, subject, answer, noise=noise, **kwargs)
+    assert torch.equal(torch.nan_to_num(given.scores), torch.nan_to_num(drawn.scores))
+    assert given.settings.samples == 3 and given.settings.noise_scale is None and given.settings.seed is None
+    with pytest.raises(ValueError, match="not both"):
+        tracing.trace(model, prompt, subject, answer, noise=noise, noise_scale=scale, **kwargs)
+    with pytest.raises(ValueError, match=r"\[sample, 1, 576\]"):
+        tracing.trace(model, prompt, subject, answer, noise=torch.zeros(3, 2, model.cfg.d_model), **kwargs)
+
+
+def test_effect_metrics(model, scale):
+    prompt, subject, answer = FACTS[1]
+    n_pos = model.to_tokens(prompt).shape[1]
+    result = tracing.trace(model, prompt, subject, answer, samples=2, noise_scale=scale, foil=" Kyoto",
+                           layers=[29], positions=[n_pos - 1], progress=False)
+    # restoring the final state at the last position is the clean run, in every metric
+    for metric in tracing.METRICS:
+        assert abs(float(result.metric_scores(metric)[29, -1]) - result.clean[metric]) < 1e-4
+        assert torch.allclose(result.effect(metric), result.metric_scores(metric) - result.corrupted[metric],
+                              equal_nan=True)
+    assert result.clean["log_prob"] == pytest.approx(torch.tensor(result.clean_prob).log().item(), abs=1e-5)
+    no_foil = tracing.trace(model, prompt, subject, answer, samples=2, noise_scale=scale, layers=[29],
+                            positions=[n_pos - 1], progress=False)
+    with pytest.raises(ValueError, match="foil"):
+        no_foil.effect("logit_diff")
+    with pytest.raises(ValueError, match="metric"):
+        no_foil.effect("p")
+
+
 def test_window_layers():
     assert tracing.window_layers(0, 30, "mlp") == [0, 1, 2, 3, 4]
     assert tracing.window_layers(10, 30, "attn") == list(range(5, 15))
@@ -131,6 +184,52 @@ def test_attribution_patching_shape_and_zero_before_subject(model, scale):
     # threads) remains, against effects of order 1e-2 at the subject
     assert estimate[:, :start].abs().max() <= 1e-6
     assert estimate[:, start:].abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("metric", ["prob", "log_prob", "logit_diff"])
+def test_attribution_patching_averages_samples_once(model, scale, metric):
+    """Two copies of the same noise sample must give the one-sample estimate: the estimate is a mean
+    over samples of each sample's own first-order change (dividing by the sample count twice fails)."""
+    prompt, subject, answer = FACTS[1]
+    one = tracing.make_noise(1, 1, model.cfg.d_model, scale, seed=1)
+    kwargs = dict(metric=metric, foil=" Kyoto")
+    single = tracing.attribution_patching(model, prompt, subject, answer, noise=one, **kwargs)
+    double = tracing.attribution_patching(model, prompt, subject, answer, noise=one.repeat(2, 1, 1), **kwargs)
+    assert (single - double).abs().max() <= 1e-4 * single.abs().max()
+    assert single.abs().max() > 1e-3
+
+
+def test_attribution_patching_of_the_final_state_is_first_order_exact_for_logit_diff(model, scale):
+    """The logit difference is linear in the final residual up to the final RMSNorm, so the estimate of
+    restoring the last position's final state is close to the exact effect (a check of the gradient's scale)."""
+    prompt, subject, answer = FACTS[1]
+    n_pos = model.to_tokens(prompt).shape[1]
+    kwargs = dict(samples=2, noise_scale=scale, seed=0, foil=" Kyoto")
+    estimate = tracing.attribution_patching(model, prompt, subject, answer, metric="logit_diff", **kwargs)
+    exact = tracing.trace(model, prompt, subject, answer, layers=[29], positions=[n_pos - 1], progress=False,
+                          **kwargs).effect("logit_diff")
+    assert float(exact[29, -1]) != 0
+    assert 0.5 < float(estimate[29, -1]) / float(exact[29, -1]) < 2
+
+
+def test_attribution_patching_needs_a_foil_for_logit_diff(model):
+    prompt, subject, answer = FACTS[1]
+    with pytest.raises(ValueError, match="foil"):
+        tracing.attribution_patching(model, prompt, subject, answer, metric="logit_diff")
+    with pytest.raises(ValueError, match="metric"):
+        tracing.attribution_patching(model, prompt, subject, answer, metric="p")
+
+
+def test_lesson_04_quiz_bank_is_built_from_its_spec():
+    from course_utils.quizzes import SPEC_DIR, load_quiz, main
+
+    assert main(["check", str(SPEC_DIR / "04_causal_tracing.json")]) == 0
+    quiz = load_quiz("04_causal_tracing")
+    spec = json.loads((SPEC_DIR / "04_causal_tracing.json").read_text())
+    for question in spec["questions"]:
+        assert quiz.evaluate(question["id"], question["answer"]).passed
+        wrong = next(key for key in question["options"] if key != question["answer"])
+        assert not quiz.evaluate(question["id"], wrong).passed
 
 
 # ---- checks: each must fail on the stub and on a plausible mistake --------------------------------

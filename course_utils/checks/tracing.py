@@ -23,7 +23,6 @@ def _setup(model, hidden: bool, samples: int, short: bool = False):
     import torch
 
     from .. import tracing
-    from ..facts import load_facts
     from ..hooks import make_noise_hook
     from ..predictions import answer_token_id
 
@@ -31,7 +30,7 @@ def _setup(model, hidden: bool, samples: int, short: bool = False):
         prompt, subject, answer = HIDDEN_SHORT_FACT if hidden else SHORT_FACT
     else:
         prompt, subject, answer = (HIDDEN_PROMPT, HIDDEN_SUBJECT, HIDDEN_ANSWER) if hidden else (PROMPT, SUBJECT, ANSWER)
-    scale = tracing.NOISE_MULTIPLIER * tracing.subject_embedding_std(model, [f["subject"] for f in load_facts()])
+    scale = tracing.rome_noise_scale(model)  # trace()'s default: ROME's rule over the course's facts
     span = tracing.subject_token_span(model, prompt, subject)
     tokens = model.to_tokens(prompt)
     names = tuple(tracing.HOOK_OF_KIND.values())
