@@ -96,7 +96,7 @@ class Recorder:
             return result
 
         try:
-            functools.update_wrapper(recorded, fn)
+            functools.update_wrapper(recorded, fn, updated=())  # a class's __dict__ is not copied
         except (AttributeError, TypeError):
             recorded.__name__ = str(getattr(fn, "__name__", "function"))
         recorded.__wrapped__ = fn
