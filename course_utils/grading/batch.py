@@ -139,13 +139,17 @@ class UidPool:
 
 
 def processes_of(uid: int) -> list[int]:
+    """Live processes of ``uid`` (zombies, already dead and waiting to be reaped, are left out)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 if os.stat(f"/proc/{entry}").st_uid == uid:
-                    found.append(int(entry))
-            except OSError:
+                    with open(f"/proc/{entry}/stat", "rb") as f:
+                        state = f.read().rsplit(b")", 1)[1].split()[0]
+                    if state not in (b"Z", b"X"):
+                        found.append(int(entry))
+            except (OSError, IndexError):
                 pass
     return found
 
