@@ -254,3 +254,81 @@ def test_time_limit_is_a_no_op_outside_the_main_thread():
     thread.start()
     thread.join()
     assert done == [True]
+
+
+# ---------------------------------------------------------------- lesson 02 with the model (slow)
+
+@pytest.fixture(scope="module")
+def model():
+    from course_utils.model import load_model
+
+    return load_model(device="cpu")
+
+
+def record_and_judge_with_model(folder, model, source, learner, seed=9):
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted(learner)
+    cell = GradeCell("cell", 0, source, 1.0, "ex", names)
+    trusted = {"checks": hooks, "model": model}
+    kernel_namespace = dict(trusted, **learner)
+    recorder = Recorder(str(folder))
+    recorder.begin("cell", names, kernel_namespace)
+    previous = checks.set_grading_seed(seed)
+    try:
+        exec(source, kernel_namespace)
+    except Exception:
+        pass
+    finally:
+        checks.set_grading_seed(previous)
+        recorder.end()
+    judge = Judge.__new__(Judge)
+    judge.snapshots = {"cell": trusted}
+    return judge.grade(cell, str(folder), seed=seed)
+
+
+@pytest.mark.slow
+def test_resid_post_stack_is_replayed_with_the_spy_calls(tmp_path, model):
+    """02.5 asks for run_with_cache with a names filter: the learner's calls on the check's spy are
+    recorded in the kernel and repeated on the grader's spy, so the grader decides this cell."""
+    import torch
+
+    def honest(model, prompt):
+        names = [f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers)]
+        with torch.no_grad():
+            _, cache = model.run_with_cache(model.to_tokens(prompt), names_filter=lambda name: name in names)
+        return torch.stack([cache[name][0] for name in names])
+
+    def no_filter(model, prompt):
+        with torch.no_grad():
+            _, cache = model.run_with_cache(model.to_tokens(prompt))
+        return torch.stack([cache[f"blocks.{layer}.hook_resid_post"][0] for layer in range(model.cfg.n_layers)])
+
+    source = "checks.check_resid_post_stack(resid_post_stack, model)\n" \
+             "checks.check_resid_post_stack(resid_post_stack, model, hidden=True)"
+    verdict = record_and_judge_with_model(tmp_path / "honest", model, source, {"resid_post_stack": honest})
+    assert verdict.passed, verdict.message
+    verdict = record_and_judge_with_model(tmp_path / "no_filter", model, source, {"resid_post_stack": no_filter})
+    assert not verdict.passed and "names_filter" in verdict.message
+
+
+@pytest.mark.slow
+def test_a_hook_cannot_read_the_truth_from_the_call_stack(tmp_path, model):
+    import inspect
+
+    def make_zero_ablation(positions):
+        positions = [positions] if isinstance(positions, int) else list(positions)
+
+        def hook(activation, hook=None):
+            for frame in inspect.stack():
+                for name in ("expected", "truth", "clean"):
+                    found = frame.frame.f_locals.get(name)
+                    if found is not None:
+                        found = found if not isinstance(found, dict) else next(iter(found.values()))
+                        if getattr(found, "shape", None) == activation.shape:
+                            return found.clone()
+            return activation.clone()  # no truth found: nothing zeroed (wrong)
+        return hook
+
+    source = "checks.check_zero_ablation(make_zero_ablation, model)"
+    verdict = record_and_judge_with_model(tmp_path, model, source, {"make_zero_ablation": make_zero_ablation})
+    assert not verdict.passed, verdict.message

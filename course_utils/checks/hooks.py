@@ -232,6 +232,14 @@ class _SpyModel:
         self.filters.append(kwargs.get("names_filter"))
         return self._model.run_with_cache(*args, **kwargs)
 
+    # grading: the learner's calls of these methods are recorded in their kernel, and the grader makes
+    # the same bookkeeping on its own spy (the stacked tensor itself is checked against its own truth)
+    _rsl_record_methods = ("run_with_cache",)
+
+    def _rsl_replay(self, method, *args, **kwargs):
+        if method == "run_with_cache":
+            self.filters.append(kwargs.get("names_filter"))
+
 
 def check_resid_post_stack(fn, model, hidden: bool = False):
     """fn(model, prompt) -> Float[Tensor, "layer pos d_model"]: blocks.{l}.hook_resid_post, stacked."""

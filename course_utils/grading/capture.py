@@ -72,8 +72,9 @@ class Recorder:
             args, kwargs = list(args), dict(kwargs)
             before = {}
             for key, value in [*enumerate(args), *kwargs.items()]:
-                if _is_plain_function(value):
-                    callback = recorder._callback(entry, key, value)
+                if _is_plain_function(value) or _records_methods(value):
+                    callback = recorder._callback(entry, key, value) if _is_plain_function(value) \
+                        else _MethodRecorder(value, entry, key, recorder.encoder)
                     if isinstance(key, int):
                         args[key] = callback
                     else:
@@ -130,6 +131,41 @@ class Recorder:
             json.dump(record, f)
         os.replace(base + ".json.tmp", base + ".json")
         self._reset()
+
+
+def _records_methods(value) -> bool:
+    """A spy object a check passes in (``course_utils.checks``), whose listed method calls the grader
+    replays on its own spy (``_rsl_record_methods``, ``_rsl_replay``)."""
+    cls = type(value)
+    return str(getattr(cls, "__module__", "")).startswith("course_utils.checks") \
+        and isinstance(getattr(cls, "_rsl_record_methods", None), tuple)
+
+
+class _MethodRecorder:
+    """Stands for a check's spy inside the learner's function: forwards everything, and writes down
+    each call of a method the spy lists, so the grader can make the same call on its own spy."""
+
+    def __init__(self, target, entry: dict, key, encoder):
+        object.__setattr__(self, "_rsl", (target, entry, key, encoder))
+
+    def __getattr__(self, attr):
+        target, entry, key, encoder = object.__getattribute__(self, "_rsl")
+        value = getattr(target, attr)
+        if attr not in type(target)._rsl_record_methods:
+            return value
+
+        def method(*args, **kwargs):
+            entry.setdefault("callbacks", []).append({"arg": key, "method": attr, "args": encoder.encode(list(args)),
+                                                      "kwargs": encoder.encode(dict(kwargs))})
+            return value(*args, **kwargs)
+
+        return method
+
+    def __setattr__(self, attr, value):
+        setattr(object.__getattribute__(self, "_rsl")[0], attr, value)
+
+    def __call__(self, *args, **kwargs):
+        return object.__getattribute__(self, "_rsl")[0](*args, **kwargs)
 
 
 def _is_plain_function(value) -> bool:

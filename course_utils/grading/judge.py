@@ -180,10 +180,20 @@ class _ReplayState:
             if type(callback) is not dict:
                 raise codec.DecodeError("bad callback")
             target = self._argument(callback.get("arg"), args, kwargs, name)
+            call_args = self.decoder.decode(callback.get("args", {"__list__": []}))
+            call_kwargs = self.decoder.decode(callback.get("kwargs", {"__dict__": []}))
+            if type(call_args) is not list or type(call_kwargs) is not dict \
+                    or not all(type(k) is str for k in call_kwargs):
+                raise codec.DecodeError("bad callback arguments")
+            if "method" in callback:  # a method of a check's spy object: its bookkeeping, on our spy
+                method = callback["method"]
+                if type(method) is not str or method not in getattr(type(target), "_rsl_record_methods", ()):
+                    raise ReplayMismatch(f"`{name}` called a method the grader cannot repeat")
+                target._rsl_replay(method, *call_args, **call_kwargs)
+                continue
             if not callable(target):
                 raise ReplayMismatch(f"`{name}` called an argument that is not a function")
-            target(*self.decoder.decode(callback.get("args", {"__list__": []})),
-                   **self.decoder.decode(callback.get("kwargs", {"__dict__": []})))
+            target(*call_args, **call_kwargs)
 
     def _apply_mutations(self, call: dict, name: str, args: list, kwargs: dict) -> None:
         """Repeat the in-place edits the learner's code made to tensors the check passed in."""
