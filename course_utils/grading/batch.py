@@ -237,8 +237,13 @@ def _run_and_judge(index, nb, lesson, settings, result) -> None:
         os.makedirs(sub)
     records_fd = open_record_folder(records)  # before the kernel exists: it cannot redirect us later
     if uid is not None:
-        for folder in (scratch, records, os.path.join(scratch, "tmp")):
+        for folder in (scratch, os.path.join(scratch, "tmp")):
             os.chown(folder, uid, uid)
+        # the record folder stays root's: the kernel may add files (sticky, not listable), and a file
+        # of root's inside keeps it from being emptied and removed
+        with open(os.path.join(records, ".keep"), "w"):
+            pass
+        os.chmod(records, 0o1733)
     os.chmod(scratch, 0o700)
     config = {"memory_bytes": memory_bytes, "file_bytes": settings.file_mb << 20,
               "processes": 512, "uid": uid, "network": False, "allow": allowed_paths(_WORKER["model_cache"]),

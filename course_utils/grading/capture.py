@@ -27,7 +27,16 @@ MAX_CALLS = 10_000
 class Recorder:
     def __init__(self, folder: str):
         self.folder = folder
+        # held open: renaming or deleting the folder's path later does not lose the records
+        # (O_PATH: the folder may be writable and not readable, mode 1733)
+        self.dir_fd = os.open(folder, getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC)
         self._reset()
+
+    def __del__(self):
+        try:
+            os.close(self.dir_fd)
+        except (AttributeError, OSError):
+            pass
 
     def _reset(self) -> None:
         self.grade_id = None
@@ -124,12 +133,16 @@ class Recorder:
             self.namespace.update(self.saved)
         record = {"grade_id": self.grade_id, "names": self.names, "calls": self.calls,
                   "handles": {str(h): type_name(f) for h, f in self.handles.items()}}
-        base = os.path.join(self.folder, self.grade_id)
-        with open(base + ".bin", "wb") as f:
+        base, fd = self.grade_id, self.dir_fd
+
+        def opener(path, flags):
+            return os.open(path, flags, 0o600, dir_fd=fd)
+
+        with open(base + ".bin", "wb", opener=opener) as f:
             f.write(self.encoder.blob)
-        with open(base + ".json.tmp", "w") as f:
+        with open(base + ".json.tmp", "w", opener=opener) as f:
             json.dump(record, f)
-        os.replace(base + ".json.tmp", base + ".json")
+        os.replace(base + ".json.tmp", base + ".json", src_dir_fd=fd, dst_dir_fd=fd)
         self._reset()
 
 

@@ -191,10 +191,10 @@ FIFO_RECORD = TAMPER_RECORD.replace("{what}", "a FIFO (a reader blocks forever)"
 CALLBACK_FLOOD = TAMPER_RECORD.replace("{what}", "a forged record with a flood of callbacks").replace(
     "{action}", '''import json as _json
     _call = {"handle": 1, "args": {"__list__": [{"__opaque__": "x"}, "p"]}, "kwargs": {"__dict__": []},
-             "callbacks": [{"arg": 0, "args": {"__list__": []}}] * 200000, "result": None}
+             "callbacks": [{"arg": 0, "args": {"__list__": []}}] * 20000, "result": None}
     open(_path, "w").write(_json.dumps({"grade_id": "check00_next_token_probs",
                                         "names": {"next_token_probs": {"value": {"__callable__": 1}}},
-                                        "calls": [_call] * 50}))''')
+                                        "calls": [_call] * 3}))''')
 
 RAW_FD_WRITE = '''# hostile: writes straight to file descriptors 1 and 2 (the grader's, if the kernel inherited them)
 import os as _os
@@ -315,7 +315,8 @@ def kernel_submissions(include_destructive: bool) -> dict[str, tuple]:
     })
     if include_destructive:
         cases["delete_files.ipynb"] = (_notebook(DELETE_FILES, GOOD_TOP_K), 1, 1, "")
-        cases["find_other_copy.ipynb"] = (_notebook(FIND_OTHER_COPY, GOOD_TOP_K), 0, 1, "")
+        # top_k uses next_token_probs: both score only if a copy of the answers was found
+        cases["find_other_copy.ipynb"] = (_notebook(FIND_OTHER_COPY, GOOD_TOP_K), 0, 0, "")
     return cases
 
 
