@@ -90,14 +90,13 @@ _PROMPT_WORDS = ("river", "castle", "teacher", "garden", "engine", "village", "m
                  "winter", "island", "bridge", "forest", "painter", "station", "library", "ocean",
                  "mountain", "kitchen", "soldier", "harbor", "farmer", "window", "temple", "desert",
                  "museum", "captain", "valley", "tower", "student", "palace", "garage", "planet")
-_PROMPT_TEMPLATES = ("The {0} near the {1} was built by the", "My {0} told the {1} that the",
-                     "In the {0}, the old {1} is", "The {0} and the {1} are both")
+_PROMPT_TEMPLATES = ("The {0} near the {1} was built by the {2}", "My {0} told the {1} that the {2}",
+                     "In the {0}, the old {1} and the {2} are", "The {0} and the {1} of the {2} were")
 
 
 def random_prompt(rng) -> str:
-    """A short English prompt drawn by ``rng`` (about 4000 possibilities per template)."""
-    first, second = rng.sample(_PROMPT_WORDS, 2)
-    return rng.choice(_PROMPT_TEMPLATES).format(first, second)
+    """A short English prompt drawn by ``rng``: 4 templates x 32*31*30 word choices (about 120,000)."""
+    return rng.choice(_PROMPT_TEMPLATES).format(*rng.sample(_PROMPT_WORDS, 3))
 
 
 def run_check(exercise: str, body: Callable[[], str | tuple[str, float]], hidden_tests: bool = True) -> None:

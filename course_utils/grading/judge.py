@@ -27,8 +27,8 @@ MAX_BLOB_BYTES = codec.MAX_BLOB_BYTES  # its tensor bytes
 MAX_CALLS_PER_CELL = 10_000            # recorded calls of learner functions in one graded cell
 MAX_CALLBACKS_PER_CELL = 10_000        # calls the grader re-issues for one graded cell
 MAX_CALLBACKS_PER_SUBMISSION = 50_000
-MAX_DECODED_PER_CELL = 1 << 30         # tensor bytes decoded (copies) while replaying one cell
-MAX_DECODED_PER_SUBMISSION = 4 << 30
+MAX_DECODED_PER_CELL = 256 << 20       # tensor bytes decoded (copies) while replaying one cell
+MAX_DECODED_PER_SUBMISSION = 1 << 30
 SELF_TEST_SEED = 20260101
 JUDGE_TIMEOUT_S = 120.0                # one judge step (reading and replaying one graded cell)
 
