@@ -332,3 +332,15 @@ def test_a_hook_cannot_read_the_truth_from_the_call_stack(tmp_path, model):
     source = "checks.check_zero_ablation(make_zero_ablation, model)"
     verdict = record_and_judge_with_model(tmp_path, model, source, {"make_zero_ablation": make_zero_ablation})
     assert not verdict.passed, verdict.message
+
+
+@pytest.mark.slow
+def test_lesson02_graded_cells_are_replayed_except_temporary_hooks():
+    """The replay self-test on the solution decides, per lesson, which cells the grader decides itself;
+    only 02.9 (hooks left attached to the model) still needs the kernel's verdict, and the batch counts
+    its points in the CSV's kernel_trusted_points column."""
+    from course_utils.grading.lesson import load_lesson
+
+    judge = Judge(load_lesson("02_hooks"))
+    kernel = sorted(grade_id for grade_id, replayable in judge.replayable.items() if not replayable)
+    assert kernel == ["check02_temporary_hooks"], judge.self_test

@@ -12,7 +12,8 @@ import tempfile
 import pytest
 
 from course_utils.exercises import ROOT, SOLUTIONS
-from course_utils.grading.batch import UidPool, _kernel_env, allowed_paths, processes_of
+from course_utils.grading.batch import UidPool, _kernel_env, allowed_paths, make_scratch, processes_of
+from course_utils.grading.judge import read_record
 from course_utils.grading.kernel import KernelSession, MemoryCgroup
 from course_utils.grading.sandbox import can_isolate
 
@@ -56,20 +57,18 @@ def kernel(tmp_path):
     temp_root = tempfile.mkdtemp(prefix="rsl-grading-test-", dir=tempfile.gettempdir())
     os.chmod(temp_root, 0o711)
     scratch = tempfile.mkdtemp(dir=temp_root)
-    os.makedirs(os.path.join(scratch, "tmp"))
     pool = UidPool()
     uid, lock = pool.acquire()
-    for folder in (scratch, os.path.join(scratch, "tmp")):
-        os.chown(folder, uid, uid)
-    os.chmod(scratch, 0o700)
+    records, records_fd = make_scratch(scratch, uid)
     memory = int(1.25 * (1 << 30))
     cgroup = MemoryCgroup.create(f"rsl-grading-test-{os.getpid()}", memory)
     config = {"memory_bytes": 4 << 30, "file_bytes": 64 << 20, "processes": 512, "uid": uid, "network": False,
               "allow": allowed_paths(str(tmp_path / "model-cache")), "cgroup_object": cgroup}
     session = KernelSession(scratch, _kernel_env(scratch, str(tmp_path / "model-cache")), config)
     session.start(120)
-    yield session, scratch, uid, cgroup
+    yield session, scratch, uid, cgroup, records, records_fd
     session.shutdown()
+    os.close(records_fd)
     if cgroup is not None:
         cgroup.remove()
     pool.release(lock)
@@ -77,7 +76,7 @@ def kernel(tmp_path):
 
 
 def test_isolated_kernel(kernel, tmp_path, capfd):
-    session, scratch, uid, cgroup = kernel
+    session, scratch, uid, cgroup, records, records_fd = kernel
     other = tmp_path / "other-clone"
     (other / "solutions").mkdir(parents=True)
     shutil.copy(SOLUTIONS / "00_first_look.ipynb", other / "solutions")
@@ -97,6 +96,16 @@ def test_isolated_kernel(kernel, tmp_path, capfd):
     captured = capfd.readouterr()
     assert "RSL-SANDBOX-FD-MARKER" not in captured.out + captured.err
     assert "RSL-SANDBOX-FD-MARKER" in open(os.path.join(scratch, "kernel.log")).read()
+
+    # a kernel that deletes or renames its home keeps its records (and cannot list or empty the folder)
+    attack = ("import os, shutil\nfrom course_utils.grading.capture import Recorder\n"
+              f"recorder = Recorder({records!r})\n"
+              "shutil.rmtree(os.path.expanduser('~'), ignore_errors=True)\n"
+              f"os.rename({records!r}, {records!r} + '.moved') if os.path.exists({records!r}) else None\n"
+              "answer = 42\nrecorder.begin('cell', ['answer'], globals())\nrecorder.end()")
+    assert session.run(attack, 60).status == "ok"
+    record, _ = read_record(records_fd, "cell")
+    assert record["names"]["answer"] == {"value": 42}
 
     if cgroup is None:
         pytest.skip("no memory cgroup could be made on this machine: only the per-process cap holds")

@@ -218,7 +218,7 @@ def grade_one(index: int, path: str, name: str) -> SubmissionResult:
 
 
 def _run_and_judge(index, nb, lesson, settings, result) -> None:
-    from .judge import Budget, Verdict, open_record_folder
+    from .judge import Budget, Verdict
     from .kernel import KernelSession, MemoryCgroup
 
     judge = _WORKER["judge"]
@@ -232,19 +232,7 @@ def _run_and_judge(index, nb, lesson, settings, result) -> None:
         if isolate else None
     result.isolation = isolation_level(isolate, cgroup)
     scratch = tempfile.mkdtemp(prefix=f"sub{index}-", dir=_WORKER["temp_root"])
-    records = os.path.join(scratch, "records")
-    for sub in (records, os.path.join(scratch, "tmp")):
-        os.makedirs(sub)
-    records_fd = open_record_folder(records)  # before the kernel exists: it cannot redirect us later
-    if uid is not None:
-        for folder in (scratch, os.path.join(scratch, "tmp")):
-            os.chown(folder, uid, uid)
-        # the record folder stays root's: the kernel may add files (sticky, not listable), and a file
-        # of root's inside keeps it from being emptied and removed
-        with open(os.path.join(records, ".keep"), "w"):
-            pass
-        os.chmod(records, 0o1733)
-    os.chmod(scratch, 0o700)
+    records, records_fd = make_scratch(scratch, uid)
     config = {"memory_bytes": memory_bytes, "file_bytes": settings.file_mb << 20,
               "processes": 512, "uid": uid, "network": False, "allow": allowed_paths(_WORKER["model_cache"]),
               "cgroup_object": cgroup}
@@ -334,6 +322,27 @@ def _run_and_judge(index, nb, lesson, settings, result) -> None:
     finally:
         os.close(records_fd)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def make_scratch(scratch: str, uid: int | None) -> tuple[str, int]:
+    """Prepare a kernel's scratch folder (its home) for ``uid``; return the record folder and a
+    descriptor of it, opened before the kernel exists, so the kernel cannot redirect the grader."""
+    from .judge import open_record_folder
+
+    records = os.path.join(scratch, "records")
+    for sub in (records, os.path.join(scratch, "tmp")):
+        os.makedirs(sub)
+    records_fd = open_record_folder(records)
+    if uid is not None:
+        for folder in (scratch, os.path.join(scratch, "tmp")):
+            os.chown(folder, uid, uid)
+        # the record folder stays root's: the kernel may add files (sticky, not listable), and a file
+        # of root's inside keeps it from being emptied and removed
+        with open(os.path.join(records, ".keep"), "w"):
+            pass
+        os.chmod(records, 0o1733)
+    os.chmod(scratch, 0o700)
+    return records, records_fd
 
 
 def isolation_level(isolate: bool, cgroup) -> str:
