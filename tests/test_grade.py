@@ -233,7 +233,7 @@ def test_hostile_and_honest_batch(tmp_path, capfd):
     # honest work that was moved around is graded where the student put it, and the row says so
     assert any("deleted" in n for n in messages["honest_no_check_cells.ipynb"]["notes"])
     for name, reason in (("record_symlink.ipynb", "not a regular file"), ("record_fifo.ipynb", "not a regular file"),
-                         ("record_callback_flood.ipynb", "unreadable record")):
+                         ("record_callback_flood.ipynb", "next_token_probs")):
         message = messages[name]["cells"]["check00_next_token_probs"]["message"]
         assert reason in message, (name, message)
     hostname = Path("/etc/hostname").read_text().strip() if Path("/etc/hostname").exists() else ""

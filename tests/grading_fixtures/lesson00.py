@@ -188,13 +188,16 @@ SYMLINK_RECORD = TAMPER_RECORD.replace("{what}", "a link to a file of the grader
     "{action}", '_os.symlink("/etc/hostname", _path)')
 FIFO_RECORD = TAMPER_RECORD.replace("{what}", "a FIFO (a reader blocks forever)").replace(
     "{action}", "_os.mkfifo(_path)")
-CALLBACK_FLOOD = TAMPER_RECORD.replace("{what}", "a forged record with a flood of callbacks").replace(
-    "{action}", '''import json as _json
-    _call = {"handle": 1, "args": {"__list__": [{"__opaque__": "x"}, "p"]}, "kwargs": {"__dict__": []},
-             "callbacks": [{"arg": 0, "args": {"__list__": []}}] * 20000, "result": None}
-    open(_path, "w").write(_json.dumps({"grade_id": "check00_next_token_probs",
-                                        "names": {"next_token_probs": {"value": {"__callable__": 1}}},
-                                        "calls": [_call] * 3}))''')
+CALLBACK_FLOOD = '''# hostile: adds a flood of callbacks, each carrying a large tensor, to the first check's record
+import os as _os, json as _json
+_path = _os.path.expanduser("~/records/check00_next_token_probs.json")
+if _os.path.exists(_path):
+    _record = _json.load(open(_path))
+    for _call in _record["calls"]:
+        _call["callbacks"] = [{"arg": 0, "args": {"__list__": [_call.get("result")]}}] * 20000
+    open(_path + ".tmp", "w").write(_json.dumps(_record))
+    _os.replace(_path + ".tmp", _path)
+''' + "\n" + GOOD_TOP_K
 
 RAW_FD_WRITE = '''# hostile: writes straight to file descriptors 1 and 2 (the grader's, if the kernel inherited them)
 import os as _os
