@@ -70,6 +70,7 @@ def test_a_factory_written_as_a_class_is_recorded(tmp_path):
             y[:, self.positions] = y[:, self.positions] * self.factor
             return y
 
+    make_position_scaler.__module__ = "__main__"  # as when defined in a notebook cell
     assert isinstance(make_position_scaler([1], 2.0)(torch.ones(1, 3, 2)), torch.Tensor)
     verdict = record_and_judge(tmp_path, HIDDEN.format("position_scaler", "make_position_scaler"),
                                {"make_position_scaler": make_position_scaler}, 3, 3)
@@ -83,6 +84,7 @@ def test_numpy_values_and_callable_objects_round_trip():
         def __call__(self, x, y):
             return x + y
 
+    Adder.__module__ = "__main__"  # as when defined in a notebook cell
     handles = []
     encoder = codec.Encoder(on_callable=lambda fn: handles.append(fn) or len(handles))
     data = encoder.encode([np.float32(0.5), np.int64(3), np.bool_(True), np.arange(3.0), Adder(), Adder, max])

@@ -14,7 +14,8 @@ How a submission is graded, and why the result can be trusted:
 * ``capture`` (inside the kernel): around each graded cell, records what the learner's functions
   returned for the inputs the check gave them, the calls they made to functions and spy objects the
   check passed in, and in-place edits; ``codec`` carries those values as plain data (numpy scalars
-  and arrays normalised, any callable recorded).
+  and arrays normalised; functions, and the learner's own classes and callable objects, recorded;
+  a library's callable object such as a ``@contextmanager`` result is sent by type).
 * ``judge`` (the grader's process): re-runs each trusted graded cell on the solution's own state with
   the learner's functions replaced by replays of the recorded outputs; its own checks decide. Hidden
   tests draw their inputs from a seed made for the batch (``checks.hidden_rng``), given to kernel and

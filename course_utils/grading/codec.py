@@ -116,21 +116,23 @@ class Encoder:
 
 
 def _is_function(value) -> bool:
-    """Anything callable: functions, methods, partials, builtins, classes (a factory written as a
-    class) and objects with ``__call__``. Modules of a library (the model, a hook point) are callable
-    too, but the grader has its own copy of them: they are sent by type, never recorded."""
-    import sys
+    """Functions, methods, partials, builtins, and the learner's own callables: a class (a factory
+    written as a class) or an object with ``__call__`` of a class defined in the notebook. A library's
+    callable object (the model, a hook point, a context manager made by ``@contextmanager``) is sent
+    by type instead: wrapping it in a function would change what the check sees."""
+    import functools
+    import inspect
 
+    if inspect.isfunction(value) or inspect.ismethod(value) or inspect.isbuiltin(value) \
+            or isinstance(value, functools.partial):
+        return True
     try:
         if not callable(value):
             return False
     except Exception:
         return False
-    torch = sys.modules.get("torch")
-    cls = type(value)
-    if torch is not None and isinstance(value, torch.nn.Module) and cls.__module__ != "__main__":
-        return False
-    return True
+    cls = value if isinstance(value, type) else type(value)
+    return getattr(cls, "__module__", "") == "__main__"
 
 
 def _is_numpy_scalar(value) -> bool:
