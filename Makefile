@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rsl-installed
 
-.PHONY: setup lab test test-e2e lint format notebooks solutions check-notebooks bench bench-course bench-grading grade nbgrader-venv clean
+.PHONY: setup lab test test-e2e lint format notebooks solutions check-notebooks bench bench-course bench-grading grade release nbgrader-venv clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-model.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench-grading: setup
 # Instructors: make grade LESSON=00 SUBMISSIONS=path/to/folder  (writes results/LESSON.csv and .json)
 grade: setup
 	$(PY) -m course_utils.grade $(LESSON) $(SUBMISSIONS) --out results/
+
+# Instructors: the student bundle (dist/residual-stream-lab/ + .tar.gz): no solutions, hidden tests or grader
+release: setup
+	$(PY) scripts/make_release.py --out dist
 
 nbgrader-venv:
 	scripts/setup_nbgrader_venv.sh

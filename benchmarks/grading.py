@@ -48,6 +48,7 @@ def main() -> None:
             (folder / f"student{i:03d}.ipynb").write_text(nbformat.writes(nb))
             expected_total += p1 + p2
         workers = args.workers or os.cpu_count() or 1
+        load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
         start = time.perf_counter()
         results = grade_folder("00", folder, Path(tmp) / "out", Settings(workers=workers),
                                progress=lambda r: print(f"  {r.submission}: {r.total:g} {r.error}", file=sys.stderr,
@@ -55,8 +56,10 @@ def main() -> None:
         wall = time.perf_counter() - start
     total = sum(r.total for r in results)
     errors = sum(1 for r in results if r.error)
-    print(f"lesson 00: {len(results)} submissions, {workers} workers, isolation "
-          f"{'namespaces+uid' if can_isolate() else 'limits only'}, {os.cpu_count()} CPU cores")
+    levels = sorted({r.isolation for r in results if r.isolation}) or ["limits only"]
+    print(f"lesson 00: {len(results)} submissions, {workers} workers, isolation {'; '.join(levels)} "
+          f"(root: {can_isolate()}), {os.cpu_count()} CPU cores, load average before/after "
+          f"{load_before:.1f}/{os.getloadavg()[0]:.1f}")
     print(f"points {total:g} (expected {expected_total}), rows with errors {errors}")
     print(f"wall time {wall:.1f} s, {len(results) / wall * 60:.1f} submissions per minute, "
           f"{wall / len(results):.1f} s per submission")

@@ -64,7 +64,9 @@ def test_plan_restores_trusted_check_cells_and_adds_missing_ones(lesson):
     assert all(c.source == lesson.cell(c.grade_id).source for c in checks)  # hidden tests included
     assert not any(c.source.startswith('print("✅ 00.') for c in plan)  # the student's fake check cells
     kinds = [c.kind for c in plan]
-    assert kinds[-3:] == ["begin", "check", "end"] and notes == []
+    assert kinds[-3:] == ["begin", "check", "end"]
+    assert notes == ["check cell check00_next_token_probs had been edited: the original check ran in its place",
+                     "check cell check00_top_k was deleted: the trusted check ran at the end"]
 
 
 def test_student_notebook_ships_no_hidden_tests_or_solutions():
@@ -166,14 +168,30 @@ def test_replay_repeats_callbacks_and_in_place_edits(tmp_path):
 
 # ------------------------------------------------------------------ slow: real kernels
 
+def _csv_name(name: str) -> str:
+    """How a file name appears in the CSV: non-UTF-8 bytes escaped, formulas neutralised."""
+    shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "'" + shown if shown.startswith(("=", "+", "-", "@", "\t", "\r")) else shown
+
+
 @pytest.mark.slow
-def test_hostile_and_honest_batch(tmp_path):
+def test_hostile_and_honest_batch(tmp_path, capfd):
     isolated = can_isolate()
     submissions = tmp_path / "submissions"
     expected = lesson00.write_submissions(submissions, include_destructive=isolated)
     if not isolated:  # without root there is no private mount namespace: the keys are readable
         (submissions / "read_answer_keys.ipynb").unlink()
         expected.pop("read_answer_keys.ipynb")
+    # inputs that are not regular files still get a row, and are never followed or blocked on
+    os.mkfifo(submissions / "pipe.ipynb")
+    (submissions / "link.ipynb").symlink_to(submissions / "honest_correct.ipynb")
+    zero = {"check00_next_token_probs": 0, "check00_top_k": 0, "total": 0}
+    expected["pipe.ipynb"] = dict(zero, error="not a regular file")
+    expected["link.ipynb"] = dict(zero, error="symbolic link")
+    # another copy of the course elsewhere on the machine (a second clone): hidden by the allow-list
+    other = tmp_path / "other-clone" / "solutions"
+    other.mkdir(parents=True)
+    shutil.copy(SOLUTIONS / f"{LESSON}.ipynb", other / f"{LESSON}.ipynb")
     lesson = load_lesson(LESSON)
     before_inputs, before_trusted = _hashes(submissions), trusted_fingerprint(lesson)
     settings = Settings(cell_timeout=40, other_cell_timeout=300, submission_timeout=600, memory_gb=4.5, workers=2)
@@ -181,24 +199,29 @@ def test_hostile_and_honest_batch(tmp_path):
 
     assert _hashes(submissions) == before_inputs, "an input file was changed or deleted"
     assert trusted_fingerprint(lesson) == before_trusted, "a course file was changed during grading"
-    with open(tmp_path / "out" / f"{LESSON}.csv", newline="") as f:
+    captured = capfd.readouterr()
+    assert "RSL-RAW-FD-MARKER" not in captured.out + captured.err, "a kernel wrote to the grader's stdout/stderr"
+    with open(tmp_path / "out" / f"{LESSON}.csv", newline="", encoding="utf-8") as f:
         rows = {row["submission"]: row for row in csv.DictReader(f)}
-    assert set(rows) == set(expected), "every input file gets exactly one row"
+    assert set(rows) == {_csv_name(n) for n in expected}, "every input file gets exactly one row"
+    assert not (tmp_path / "out" / f"{LESSON}.partial.jsonl").exists()
     report = json.loads((tmp_path / "out" / f"{LESSON}.json").read_text())
     messages = {s["submission"]: s for s in report["submissions"]}
     problems = []
     for name, want in expected.items():
-        row = rows[name]
+        shown = _csv_name(name)
+        row = rows[shown]
         got = {"check00_next_token_probs": float(row["check00_next_token_probs"]),
                "check00_top_k": float(row["check00_top_k"]), "total": float(row["total"])}
         for key in got:
             if got[key] != want[key]:
                 problems.append(f"{name}: {key} = {got[key]}, expected {want[key]}; "
-                                f"error={row['error']!r}; {messages[name]['cells']}")
+                                f"error={row['error']!r}; {messages[shown.lstrip(chr(39))]['cells']}")
         if want["error"] and want["error"] not in row["error"]:
             problems.append(f"{name}: error column {row['error']!r} lacks {want['error']!r}")
         if not want["error"] and row["error"]:
             problems.append(f"{name}: unexpected error {row['error']!r}")
+        assert row["kernel_trusted_points"] == "0"
     assert not problems, "\n".join(problems)
     # the JSON explains each cell; a hostile print never becomes the verdict
     assert "not implemented" in messages["honest_stub.ipynb"]["cells"]["check00_top_k"]["message"]
@@ -207,6 +230,16 @@ def test_hostile_and_honest_batch(tmp_path):
     assert messages["big_output.ipynb"]["output_chars"] >= 10_000_000
     assert {c["trust"] for s in report["submissions"] for c in s["cells"].values() if "trust" in c} == {"grader"}
     assert len(results) == len(expected)
+    # honest work that was moved around is graded where the student put it, and the row says so
+    assert any("deleted" in n for n in messages["honest_no_check_cells.ipynb"]["notes"])
+    for name, reason in (("record_symlink.ipynb", "not a regular file"), ("record_fifo.ipynb", "not a regular file"),
+                         ("record_callback_flood.ipynb", "next_token_probs")):
+        message = messages[name]["cells"]["check00_next_token_probs"]["message"]
+        assert reason in message, (name, message)
+    hostname = Path("/etc/hostname").read_text().strip() if Path("/etc/hostname").exists() else ""
+    assert not hostname or hostname not in json.dumps(report), "a linked file's content reached the feedback"
+    if isolated:
+        assert all("allow-list" in s["isolation"] for s in report["submissions"] if s["isolation"])
 
 
 # ------------------------------------------------------------------ slow: real nbgrader

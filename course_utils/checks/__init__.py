@@ -63,6 +63,41 @@ class _Fail(Exception):
 
 HIDDEN_NOTE = "visible checks only; hidden tests run at grading"
 
+_GRADING_SEED: int | None = None  # set by the grader only (course_utils.grading); None in a notebook
+
+
+def set_grading_seed(seed: int | None) -> int | None:
+    """Set the seed hidden tests draw their inputs from; returns the previous one (grader use)."""
+    global _GRADING_SEED
+    previous, _GRADING_SEED = _GRADING_SEED, seed
+    return previous
+
+
+def hidden_rng(exercise: str):
+    """A ``random.Random`` for a hidden test's inputs while grading, else None (fixed inputs).
+
+    The grader draws a fresh seed per batch, so no table of answers written in advance covers the
+    inputs; in a notebook a hidden test keeps its fixed inputs and behaves as before.
+    """
+    import random
+
+    if _GRADING_SEED is None:
+        return None
+    return random.Random(f"{_GRADING_SEED}:{exercise}")
+
+
+_PROMPT_WORDS = ("river", "castle", "teacher", "garden", "engine", "village", "market", "doctor",
+                 "winter", "island", "bridge", "forest", "painter", "station", "library", "ocean",
+                 "mountain", "kitchen", "soldier", "harbor", "farmer", "window", "temple", "desert",
+                 "museum", "captain", "valley", "tower", "student", "palace", "garage", "planet")
+_PROMPT_TEMPLATES = ("The {0} near the {1} was built by the {2}", "My {0} told the {1} that the {2}",
+                     "In the {0}, the old {1} and the {2} are", "The {0} and the {1} of the {2} were")
+
+
+def random_prompt(rng) -> str:
+    """A short English prompt drawn by ``rng``: 4 templates x 32*31*30 word choices (about 120,000)."""
+    return rng.choice(_PROMPT_TEMPLATES).format(*rng.sample(_PROMPT_WORDS, 3))
+
 
 def run_check(exercise: str, body: Callable[[], str | tuple[str, float]], hidden_tests: bool = True) -> None:
     """Run ``body`` (which returns a success message, or raises ``_Fail``), print and record the result.

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from . import _Fail, call, compare_tensors, expect, run_check, tolerance_text
+from . import _Fail, call, compare_tensors, expect, hidden_rng, random_prompt, run_check, tolerance_text
 
 PROMPTS = ["The Eiffel Tower is located in the city of", "The capital of Japan is"]
 HIDDEN_PROMPTS = ["The Colosseum is located in the city of", "Albert Einstein developed the theory of"]
+
+
+def _prompts(hidden: bool, exercise: str) -> list[str]:
+    rng = hidden_rng(exercise) if hidden else None
+    if rng is None:
+        return HIDDEN_PROMPTS if hidden else PROMPTS
+    return [random_prompt(rng) for _ in HIDDEN_PROMPTS]  # drawn at grading time
 
 
 def _truth_probs(model, prompt):
@@ -17,7 +24,7 @@ def _truth_probs(model, prompt):
 
 def check_next_token_probs(fn, model, hidden: bool = False):
     """fn(model, prompt) -> Float[Tensor, "d_vocab"], the next-token distribution after ``prompt``."""
-    prompts = HIDDEN_PROMPTS if hidden else PROMPTS
+    prompts = _prompts(hidden, "00.1")
 
     def body():
         worst = 0.0
@@ -34,7 +41,7 @@ def check_next_token_probs(fn, model, hidden: bool = False):
 
 def check_top_k(fn, model, hidden: bool = False):
     """fn(model, prompt, k) -> list of (token string, probability), most likely first."""
-    prompts = HIDDEN_PROMPTS if hidden else PROMPTS
+    prompts = _prompts(hidden, "00.2")
 
     def body():
         for prompt in prompts:

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import torch
 
-from . import _Fail, call, compare_tensors, expect, run_check, tolerance_text
+from . import _Fail, call, compare_tensors, expect, hidden_rng, random_prompt, run_check, tolerance_text
 
 PROMPT = "The Eiffel Tower is located in the city of"     # 11 tokens with <|endoftext|>
 SOURCE_PROMPT = "The Colosseum is located in the city of"  # also 11 tokens: patchable into PROMPT
@@ -98,6 +98,11 @@ def _record_after(model, tokens, name: str, hook_fn, label: str):
     return logits, record["act"]
 
 
+def _drawn(exercise: str, hidden: bool):
+    """The grader's random generator for a hidden test (None in a notebook: fixed hidden inputs)."""
+    return hidden_rng(exercise) if hidden else None
+
+
 def _clean(model, tokens, names):
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens, names_filter=list(names))
@@ -130,6 +135,9 @@ def check_multiplier_and_adder(fn, hidden: bool = False):
 def check_multiplier_and_adder_lambda(fn, hidden: bool = False):
     """fn(multiplier) -> a lambda (x, y) -> x * multiplier + y."""
     cases = [(6, 3, 1), (-4, 2, 2)] if hidden else [(10, 2, 3), (2, 7, -1)]
+    rng = _drawn("02.2", hidden)
+    if rng is not None:
+        cases = [tuple(rng.choice([i for i in range(-9, 10) if i]) for _ in range(3)) for _ in cases]
 
     def body():
         for multiplier, x, y in cases:
@@ -149,6 +157,9 @@ def check_multiplier_and_adder_lambda(fn, hidden: bool = False):
 def check_sum_multiplied_and_added(fn, hidden: bool = False):
     """fn(func, list_of_tuples) -> sum of func(x, y) over the tuples."""
     pairs = [(1, 2), (3, 4), (-5, 6), (0, 0)] if hidden else [(1, 2), (3, 4), (5, 6)]
+    rng = _drawn("02.3", hidden)
+    if rng is not None:
+        pairs = [(rng.randint(-20, 20), rng.randint(-20, 20)) for _ in range(rng.randint(3, 6))]
 
     def body():
         calls = []
@@ -172,6 +183,9 @@ def check_sum_multiplied_and_added(fn, hidden: bool = False):
 def check_position_scaler(fn, hidden: bool = False):
     """fn(positions, factor) -> function x [batch pos d_model] -> copy of x with x[:, positions] * factor."""
     positions, factor = ([0, 5], -1.0) if hidden else ([1, 3], 2.0)
+    rng = _drawn("02.4", hidden)
+    if rng is not None:  # position 2 stays out: the check appends it to the caller's list
+        positions, factor = sorted(rng.sample([0, 1, 3, 4, 5], 2)), rng.choice([-3.0, -1.0, 0.5, 3.0])
 
     def body():
         torch.manual_seed(0)
@@ -180,10 +194,10 @@ def check_position_scaler(fn, hidden: bool = False):
         scale = call(fn, caller_list, factor, name="make_position_scaler")
         _expect_callable(scale, "make_position_scaler(positions, factor)")
         caller_list.append(2)  # the caller reuses their list; the closure must not follow
-        expected = x.clone()
-        expected[:, positions] *= factor
         given = x.clone()
         out = call(scale, given, name="the returned function")
+        expected = x.clone()  # the truth exists only after the learner's code ran
+        expected[:, positions] *= factor
         expect(out is not None, "the returned function returned None. Hint: return the scaled copy")
         expect(torch.equal(given, x), "the returned function changed its input in place. Hint: `y = x.clone()`, "
                                       "scale `y`, return `y`")
@@ -218,10 +232,20 @@ class _SpyModel:
         self.filters.append(kwargs.get("names_filter"))
         return self._model.run_with_cache(*args, **kwargs)
 
+    # grading: the learner's calls of these methods are recorded in their kernel, and the grader makes
+    # the same bookkeeping on its own spy (the stacked tensor itself is checked against its own truth)
+    _rsl_record_methods = ("run_with_cache",)
+
+    def _rsl_replay(self, method, *args, **kwargs):
+        if method == "run_with_cache":
+            self.filters.append(kwargs.get("names_filter"))
+
 
 def check_resid_post_stack(fn, model, hidden: bool = False):
     """fn(model, prompt) -> Float[Tensor, "layer pos d_model"]: blocks.{l}.hook_resid_post, stacked."""
     prompt = HIDDEN_PROMPT if hidden else PROMPT
+    rng = _drawn("02.5", hidden)
+    prompt = random_prompt(rng) if rng is not None else prompt
 
     def body():
         spy = _SpyModel(model)
@@ -252,15 +276,18 @@ def check_zero_ablation(fn, model, hidden: bool = False):
     """fn(positions) -> hook zeroing activation[:, positions]."""
     positions, layer = ([1, 5], 7) if hidden else ([2, 3, 4], 3)
     prompt = HIDDEN_PROMPT if hidden else PROMPT
+    rng = _drawn("02.6", hidden)
+    if rng is not None:
+        positions, layer, prompt = sorted(rng.sample(range(1, 8), 2)), rng.randrange(1, 29), random_prompt(rng)
 
     def body():
         torch.manual_seed(1)
         x = torch.randn(6, 8, 5)
         hook_fn = call(fn, positions, name="make_zero_ablation")
         _expect_callable(hook_fn, "make_zero_ablation(positions)")
-        expected = x.clone()
-        expected[:, positions] = 0
         out = _run_hook_on_tensor(hook_fn, x, "your zero-ablation hook")
+        expected = x.clone()  # the truth exists only after the learner's code ran
+        expected[:, positions] = 0
         _diagnose_axis(out, expected, x, positions, "your zero-ablation hook")
         compare_tensors(out, expected, what="zero-ablated activation", atol=0, dims="batch pos d_model",
                         hint="`new[:, positions] = 0` on a clone")
@@ -272,8 +299,8 @@ def check_zero_ablation(fn, model, hidden: bool = False):
 
         name = f"blocks.{layer}.hook_resid_pre"
         tokens = model.to_tokens(prompt)
-        _, clean = _clean(model, tokens, [name])
         _, received = _record_after(model, tokens, name, hook_fn, "the model run with your hook")
+        _, clean = _clean(model, tokens, [name])
         truth = clean[name].clone()
         truth[:, positions] = 0
         diff = compare_tensors(received, truth, what=f"activation after your hook at {name}", atol=1e-6,
@@ -287,6 +314,9 @@ def check_mean_ablation(fn, model, hidden: bool = False):
     """fn(mean, positions) -> hook replacing activation[:, positions] with mean (broadcast over batch)."""
     positions, layer = ([3, 6], 9) if hidden else ([2, 3, 4], 3)
     prompt = HIDDEN_PROMPT if hidden else PROMPT
+    rng = _drawn("02.7", hidden)
+    if rng is not None:
+        positions, layer, prompt = sorted(rng.sample(range(1, 8), 2)), rng.randrange(1, 29), random_prompt(rng)
 
     def body():
         torch.manual_seed(2)
@@ -294,9 +324,9 @@ def check_mean_ablation(fn, model, hidden: bool = False):
         mean_before = mean.clone()
         hook_fn = call(fn, mean, positions, name="make_mean_ablation")
         _expect_callable(hook_fn, "make_mean_ablation(mean, positions)")
-        expected = x.clone()
-        expected[:, positions] = mean
         out = _run_hook_on_tensor(hook_fn, x, "your mean-ablation hook")
+        expected = x.clone()  # the truth exists only after the learner's code ran
+        expected[:, positions] = mean
         expect(torch.equal(mean, mean_before), "your hook changed `mean` in place; it should only read it")
         _diagnose_axis(out, expected, x, positions, "your mean-ablation hook")
         compare_tensors(out, expected, what="mean-ablated activation", atol=1e-6, dims="batch pos d_model",
@@ -304,6 +334,7 @@ def check_mean_ablation(fn, model, hidden: bool = False):
         per_position = torch.randn(len(positions), 5)
         out = _run_hook_on_tensor(call(fn, per_position, positions, name="make_mean_ablation"), x,
                                   "your mean-ablation hook (one mean per position)")
+        expected = x.clone()
         expected[:, positions] = per_position
         compare_tensors(out, expected, what="mean-ablated activation with a [n_positions, d_model] mean", atol=1e-6,
                         dims="batch pos d_model", hint="assign mean to activation[:, positions] and let it broadcast")
@@ -327,6 +358,14 @@ def check_patch_from(fn, model, hidden: bool = False):
     """fn(cache, name, positions) -> hook copying cache[name][:, positions] into the activation."""
     positions, layer = ([2, 3], 6) if hidden else ([2, 3, 4], 3)
     prompt, source_prompt = (HIDDEN_PROMPT, HIDDEN_SOURCE_PROMPT) if hidden else (PROMPT, SOURCE_PROMPT)
+    rng = _drawn("02.8", hidden)
+    if rng is not None:
+        positions, layer = sorted(rng.sample(range(1, 8), 2)), rng.randrange(1, 29)
+        for _ in range(50):  # two drawn prompts of the same token length (patchable)
+            first, second = random_prompt(rng), random_prompt(rng)
+            if first != second and model.to_tokens(first).shape == model.to_tokens(second).shape:
+                prompt, source_prompt = first, second
+                break
 
     def body():
         name = f"blocks.{layer}.hook_resid_pre"
@@ -381,6 +420,9 @@ def _attached(model) -> int:
 def check_temporary_hooks(fn, model, hidden: bool = False):
     """fn(model, fwd_hooks) -> context manager attaching the hooks for the with-block, removing them on exit."""
     name = "blocks.2.hook_resid_post" if hidden else "hook_embed"
+    rng = _drawn("02.9", hidden)
+    if rng is not None:
+        name = f"blocks.{rng.randrange(model.cfg.n_layers)}.{rng.choice(['hook_resid_pre', 'hook_resid_post'])}"
 
     class Boom(Exception):
         pass

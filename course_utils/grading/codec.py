@@ -87,6 +87,8 @@ class Encoder:
             return {"__dict__": pairs}
         if _is_tensor(value):
             return self._tensor(value)
+        if _is_numpy_scalar(value):  # np.sum(...), np.float32(...): a check compares them as numbers
+            return self._encode(value.item(), depth)
         if _is_ndarray(value):
             import torch
 
@@ -114,15 +116,30 @@ class Encoder:
 
 
 def _is_function(value) -> bool:
-    """Functions, methods, partials and callable objects of classes the learner defined (a module such
-    as the model is callable too, but it is an object the grader has its own copy of: sent by type)."""
+    """Functions, methods, partials, builtins, and the learner's own callables: a class (a factory
+    written as a class) or an object with ``__call__`` of a class defined in the notebook. A library's
+    callable object (the model, a hook point, a context manager made by ``@contextmanager``) is sent
+    by type instead: wrapping it in a function would change what the check sees."""
     import functools
     import inspect
 
-    if inspect.isfunction(value) or inspect.ismethod(value) or isinstance(value, functools.partial):
+    if inspect.isfunction(value) or inspect.ismethod(value) or inspect.isbuiltin(value) \
+            or isinstance(value, functools.partial):
         return True
-    cls = type(value)
-    return callable(value) and not isinstance(value, type) and cls.__module__ == "__main__"
+    try:
+        if not callable(value):
+            return False
+    except Exception:
+        return False
+    cls = value if isinstance(value, type) else type(value)
+    return getattr(cls, "__module__", "") == "__main__"
+
+
+def _is_numpy_scalar(value) -> bool:
+    import sys
+
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(value, np.generic) and value.dtype.kind in "biuf"
 
 
 def _is_tensor(value) -> bool:
@@ -145,9 +162,11 @@ class Decoder:
     ``on_callable(handle, name)`` builds the stand-in for a recorded function.
     """
 
-    def __init__(self, blob: bytes, on_callable: Callable[[int, str], Any] | None = None):
+    def __init__(self, blob: bytes, on_callable: Callable[[int, str], Any] | None = None,
+                 on_tensor: Callable[[int], None] | None = None):
         self.blob = blob
         self.on_callable = on_callable
+        self.on_tensor = on_tensor  # charged with the bytes of every tensor decoded (a budget)
 
     def decode(self, data: Any, depth: int = 0) -> Any:
         if depth > MAX_DEPTH + 2:
@@ -218,6 +237,8 @@ class Decoder:
         numel = math.prod(shape)
         if numel * torch.empty((), dtype=torch_dtype).element_size() != nbytes:
             raise DecodeError("tensor size does not match its shape")
+        if self.on_tensor is not None:
+            self.on_tensor(nbytes)
         if numel == 0:
             return torch.empty(shape, dtype=torch_dtype)
         raw = torch.frombuffer(bytearray(self.blob[offset:offset + nbytes]), dtype=torch.uint8)

@@ -22,7 +22,43 @@ from dataclasses import dataclass
 from . import codec
 from .lesson import GradeCell, Lesson
 
-MAX_RECORD_BYTES = codec.MAX_BLOB_BYTES + (64 << 20)
+MAX_JSON_BYTES = 16 << 20              # the JSON half of one record file
+MAX_BLOB_BYTES = codec.MAX_BLOB_BYTES  # its tensor bytes
+MAX_CALLS_PER_CELL = 10_000            # recorded calls of learner functions in one graded cell
+MAX_CALLBACKS_PER_CELL = 10_000        # calls the grader re-issues for one graded cell
+MAX_CALLBACKS_PER_SUBMISSION = 50_000
+MAX_DECODED_PER_CELL = 256 << 20       # tensor bytes decoded (copies) while replaying one cell
+MAX_DECODED_PER_SUBMISSION = 1 << 30
+SELF_TEST_SEED = 20260101
+JUDGE_TIMEOUT_S = 120.0                # one judge step (reading and replaying one graded cell)
+
+
+class JudgeTimeout(BaseException):  # not an Exception: the checks' own `except Exception` let it through
+    """A judge step ran past its time limit."""
+
+
+class Budget:
+    """What replaying one submission may cost the grader: re-issued callbacks and decoded bytes,
+    counted per graded cell and for the whole submission (a forged record cannot grow the worker)."""
+
+    def __init__(self):
+        self.callbacks = self.decoded = 0
+        self.cell_callbacks = self.cell_decoded = 0
+
+    def start_cell(self) -> None:
+        self.cell_callbacks = self.cell_decoded = 0
+
+    def charge_callback(self) -> None:
+        self.callbacks += 1
+        self.cell_callbacks += 1
+        if self.cell_callbacks > MAX_CALLBACKS_PER_CELL or self.callbacks > MAX_CALLBACKS_PER_SUBMISSION:
+            raise codec.DecodeError("too many recorded callbacks to replay")
+
+    def charge_bytes(self, nbytes: int) -> None:
+        self.decoded += nbytes
+        self.cell_decoded += nbytes
+        if self.cell_decoded > MAX_DECODED_PER_CELL or self.decoded > MAX_DECODED_PER_SUBMISSION:
+            raise codec.DecodeError("the record decodes to too much data")
 
 
 class ReplayMismatch(Exception):
@@ -86,11 +122,13 @@ class Replay:
 
 
 class _ReplayState:
-    def __init__(self, record: dict, blob: bytes):
-        self.decoder = codec.Decoder(blob, on_callable=lambda h, n: Replay(self, h, n))
+    def __init__(self, record: dict, blob: bytes, budget: Budget | None = None):
+        self.budget = budget or Budget()
+        self.decoder = codec.Decoder(blob, on_callable=lambda h, n: Replay(self, h, n),
+                                     on_tensor=self.budget.charge_bytes)
         self.queues: dict[int, list[dict]] = {}
         calls = record.get("calls", [])
-        if type(calls) is not list:
+        if type(calls) is not list or len(calls) > MAX_CALLS_PER_CELL:
             raise codec.DecodeError("bad calls list")
         for call in calls:
             if type(call) is not dict or type(call.get("handle")) is not int:
@@ -138,13 +176,24 @@ class _ReplayState:
         if type(callbacks) is not list:
             raise codec.DecodeError("bad callbacks")
         for callback in callbacks:
+            self.budget.charge_callback()
             if type(callback) is not dict:
                 raise codec.DecodeError("bad callback")
             target = self._argument(callback.get("arg"), args, kwargs, name)
+            call_args = self.decoder.decode(callback.get("args", {"__list__": []}))
+            call_kwargs = self.decoder.decode(callback.get("kwargs", {"__dict__": []}))
+            if type(call_args) is not list or type(call_kwargs) is not dict \
+                    or not all(type(k) is str for k in call_kwargs):
+                raise codec.DecodeError("bad callback arguments")
+            if "method" in callback:  # a method of a check's spy object: its bookkeeping, on our spy
+                method = callback["method"]
+                if type(method) is not str or method not in getattr(type(target), "_rsl_record_methods", ()):
+                    raise ReplayMismatch(f"`{name}` called a method the grader cannot repeat")
+                target._rsl_replay(method, *call_args, **call_kwargs)
+                continue
             if not callable(target):
                 raise ReplayMismatch(f"`{name}` called an argument that is not a function")
-            target(*self.decoder.decode(callback.get("args", {"__list__": []})),
-                   **self.decoder.decode(callback.get("kwargs", {"__dict__": []})))
+            target(*call_args, **call_kwargs)
 
     def _apply_mutations(self, call: dict, name: str, args: list, kwargs: dict) -> None:
         """Repeat the in-place edits the learner's code made to tensors the check passed in."""
@@ -154,6 +203,7 @@ class _ReplayState:
         if type(mutated) is not list:
             raise codec.DecodeError("bad mutations")
         for item in mutated:
+            self.budget.charge_callback()
             if type(item) is not list or len(item) != 2:
                 raise codec.DecodeError("bad mutation")
             target = self._argument(item[0], args, kwargs, name)
@@ -165,21 +215,85 @@ class _ReplayState:
                 target.copy_(value.to(target.dtype))
 
 
-def read_record(folder: str, grade_id: str) -> tuple[dict, bytes] | None:
-    base = os.path.join(folder, grade_id)
+def _read_regular(name: str, dir_fd: int, limit: int) -> bytes | None:
+    """The bytes of ``name`` in the folder ``dir_fd``: a regular file only, never through a link, never
+    blocking on a FIFO or device, at most ``limit`` bytes (checked on the open descriptor)."""
+    import stat
+
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
     try:
-        json_size, bin_size = os.path.getsize(base + ".json"), os.path.getsize(base + ".bin")
-    except OSError:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
         return None
-    if json_size + bin_size > MAX_RECORD_BYTES:
-        raise codec.DecodeError(f"record of {json_size + bin_size} bytes is too large")
-    with open(base + ".json", "rb") as f:
-        record = json.loads(f.read())
-    with open(base + ".bin", "rb") as f:
-        blob = f.read()
+    except OSError as error:  # ELOOP: a symbolic link; ENXIO: a socket...
+        raise codec.DecodeError(f"{name} is not a regular file ({os.strerror(error.errno)})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise codec.DecodeError(f"{name} is not a regular file")
+        if info.st_size > limit:
+            raise codec.DecodeError(f"{name} is too large ({info.st_size} bytes)")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:  # it grew after fstat
+                raise codec.DecodeError(f"{name} is too large")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def open_record_folder(folder: str) -> int:
+    """A descriptor of the record folder, opened without following a link (call it before the kernel
+    starts: a kernel that later renames or replaces the folder cannot redirect the grader)."""
+    return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def read_record(folder: str | int, grade_id: str) -> tuple[dict, bytes] | None:
+    """The record of one graded cell from the folder (a path or a descriptor), or None if absent."""
+    if os.sep in grade_id or grade_id.startswith("."):
+        raise codec.DecodeError("bad grade id")
+    dir_fd = folder if isinstance(folder, int) else open_record_folder(folder)
+    try:
+        text = _read_regular(grade_id + ".json", dir_fd, MAX_JSON_BYTES)
+        if text is None:
+            return None
+        blob = _read_regular(grade_id + ".bin", dir_fd, MAX_BLOB_BYTES)
+        if blob is None:
+            return None
+    finally:
+        if not isinstance(folder, int):
+            os.close(dir_fd)
+    record = json.loads(text)
     if type(record) is not dict:
         raise codec.DecodeError("record is not an object")
     return record, blob
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise ``JudgeTimeout`` in this (main) thread after ``seconds``; elsewhere, no limit."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expired(signum, frame):
+        raise JudgeTimeout(f"judging took more than {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Judge:
@@ -228,12 +342,14 @@ class Judge:
         from .. import checks
         from .capture import Recorder
 
+        seed = SELF_TEST_SEED
         with tempfile.TemporaryDirectory(prefix="rsl-selftest-") as folder:
             for cell in self.lesson.grade_cells:
                 namespace = dict(self.snapshots[cell.grade_id])
                 recorder = Recorder(folder)
                 recorder.begin(cell.grade_id, cell.learner_names, namespace)
                 sink = io.StringIO()
+                previous_seed = checks.set_grading_seed(seed)
                 try:
                     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
                         exec(self._compiled(cell), namespace)
@@ -241,10 +357,11 @@ class Judge:
                 except Exception as error:  # checks.CheckFailed included
                     ran = f"{type(error).__name__}: {error}"
                 finally:
+                    checks.set_grading_seed(previous_seed)
                     recorder.end()
                 if ran:
                     raise RuntimeError(f"{self.lesson.path.name}: {cell.grade_id} fails on the solution: {ran}")
-                verdict = self.grade(cell, folder)
+                verdict = self.grade(cell, folder, seed=seed)
                 self.replayable[cell.grade_id] = verdict.passed
                 self.self_test[cell.grade_id] = verdict.message
                 del checks.RESULTS[:]  # the self-test's results are not anybody's
@@ -255,18 +372,41 @@ class Judge:
 
         return compile(TransformerManager().transform_cell(cell.source), f"<{cell.grade_id}>", "exec")
 
-    def grade(self, cell: GradeCell, record_folder: str) -> Verdict:
+    def grade(self, cell: GradeCell, record_folder: str | int, budget: Budget | None = None,
+              seed: int | None = None, timeout: float = JUDGE_TIMEOUT_S) -> Verdict:
+        """Judge one graded cell from the kernel's record; never raises, never runs past ``timeout``.
+
+        ``budget`` is shared by the cells of one submission; ``seed`` is the grading seed the kernel's
+        hidden tests drew their inputs from (``checks.grading_seed``)."""
+        from .. import checks
+
+        budget = budget or Budget()
+        budget.start_cell()
+        before = len(checks.RESULTS)
+        previous_seed = checks.set_grading_seed(seed)
+        try:
+            with time_limit(timeout):
+                return self._grade(cell, record_folder, budget)
+        except JudgeTimeout as error:
+            return Verdict(False, f"not graded: {error}")
+        except MemoryError:
+            return Verdict(False, "not graded: replaying the record needed too much memory")
+        finally:
+            checks.set_grading_seed(previous_seed)
+            del checks.RESULTS[before:]  # the grader's own bookkeeping, nobody's result
+
+    def _grade(self, cell: GradeCell, record_folder: str | int, budget: Budget) -> Verdict:
         from .. import checks
 
         try:
             found = read_record(record_folder, cell.grade_id)
-        except (codec.DecodeError, ValueError, RecursionError) as error:
+        except (codec.DecodeError, ValueError, RecursionError, OSError) as error:
             return Verdict(False, f"unreadable record from the kernel: {error}")
         if found is None:
             return Verdict(False, "the check cell did not complete in your notebook's kernel")
         record, blob = found
         try:
-            state = _ReplayState(record, blob)
+            state = _ReplayState(record, blob, budget)
             names = record.get("names", {})
             if type(names) is not dict:
                 raise codec.DecodeError("bad names")
@@ -287,6 +427,8 @@ class Judge:
                 exec(code, namespace)
         except checks.CheckFailed as failure:
             return Verdict(False, failure.result.line())
+        except JudgeTimeout:
+            raise
         except Exception as error:  # NameError for a missing function, a ReplayMismatch, a decode problem...
             lines = [r.line() for r in checks.RESULTS[before:]]
             return Verdict(False, "; ".join(lines + [f"{type(error).__name__}: {error}"])[:2000])

@@ -209,39 +209,64 @@ class PlanCell:
     student_index: int | None = None
 
 
+def _released_source(source: str) -> str:
+    """A trusted check cell as the student notebook shows it (hidden tests removed)."""
+    from ..exercises import BEGIN_HIDDEN, END_HIDDEN, _replace_regions
+
+    try:
+        return _replace_regions(source, BEGIN_HIDDEN, END_HIDDEN, None, "check cell").rstrip("\n")
+    except Exception:  # a malformed trusted cell is caught by the lesson's own tests
+        return source
+
+
 def kernel_plan(nb, lesson: Lesson) -> tuple[list[PlanCell], list[str]]:
-    """Cells to run in the student's kernel, and notes (missing exercise cells...)."""
-    by_exercise: dict[str, list[GradeCell]] = {}
-    for cell in lesson.grade_cells:
-        by_exercise.setdefault(cell.exercise, []).append(cell)
-    known_grade = {c.grade_id for c in lesson.grade_cells}
+    """Cells to run in the student's kernel, and notes for the row (what was moved or restored).
+
+    As in nbgrader, each trusted check runs where the student's copy of its check cell is (the
+    student's copy itself is never run). A check cell the student deleted runs at a forgiving place:
+    just before the next graded cell the notebook still has (so every exercise, scratch and helper
+    cell above that point has run), or at the end of the notebook when no graded cell follows.
+    Student cells after the last check cannot change any grade and are not run.
+    """
+    order = [c.grade_id for c in lesson.grade_cells]
+    known_grade = set(order)
     plan: list[PlanCell] = []
     placed: set[str] = set()
     notes = []
 
-    def place(cells: list[GradeCell]) -> None:
-        for grade in cells:
-            if grade.grade_id in placed:
-                continue
-            placed.add(grade.grade_id)
-            plan.append(PlanCell("begin", "", grade.grade_id))
-            plan.append(PlanCell("check", grade.source, grade.grade_id))
-            plan.append(PlanCell("end", "", grade.grade_id))
+    def place(grade: GradeCell) -> None:
+        placed.add(grade.grade_id)
+        plan.append(PlanCell("begin", "", grade.grade_id))
+        plan.append(PlanCell("check", grade.source, grade.grade_id))
+        plan.append(PlanCell("end", "", grade.grade_id))
 
-    seen_exercises = set()
+    present = [grade_id_of(c) for c in nb.cells if c.get("cell_type") == "code"]
+    present_checks = [g for g in present if g in known_grade]
+    for exercise in lesson.exercise_ids:
+        if exercise not in present:
+            notes.append(f"exercise cell {exercise} is missing")
     for index, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code":
             continue
         gid = grade_id_of(cell)
+        if gid in known_grade and gid not in placed:
+            # deleted check cells that come before this one in the lesson run first, here
+            for missing in order[: order.index(gid)]:
+                if missing not in placed and missing not in present_checks:
+                    notes.append(f"check cell {missing} was deleted: the trusted check ran before {gid}")
+                    place(lesson.cell(missing))
+            grade = lesson.cell(gid)
+            if cell.get("source", "").strip() != _released_source(grade.source).strip():
+                notes.append(f"check cell {gid} had been edited: the original check ran in its place")
+            place(grade)
+            continue
         if gid in known_grade:
-            continue  # the student's copy of a graded cell is never run: the trusted one is
+            notes.append(f"check cell {gid} appeared twice: it ran once, at its first copy")
+            continue
         plan.append(PlanCell("student", cell.get("source", ""), gid, index))
-        if gid in by_exercise and gid not in seen_exercises:
-            seen_exercises.add(gid)
-            place(by_exercise[gid])
-    for exercise in lesson.exercise_ids:
-        if exercise not in seen_exercises:
-            notes.append(f"exercise cell {exercise} is missing")
-    place(lesson.grade_cells)  # checks of missing exercises still run, at the end
+    for grade in lesson.grade_cells:
+        if grade.grade_id not in placed:
+            notes.append(f"check cell {grade.grade_id} was deleted: the trusted check ran at the end")
+            place(grade)
     last = max(i for i, c in enumerate(plan) if c.kind == "end")
     return plan[: last + 1], notes  # cells after the last check cannot change any grade

@@ -1,17 +1,21 @@
-"""Kernel launcher for grading: limits, then (as root on Linux) isolation, then ``exec`` the kernel.
+"""Kernel launcher for grading: cgroup, isolation, limits, then ``exec`` the kernel.
 
 Run as ``python -m course_utils.grading.sandbox CONFIG_JSON CONNECTION_FILE``; the grader's kernel
 manager uses it instead of the plain ``ipykernel_launcher`` command. In order:
 
-1. resource limits: address space (``RLIMIT_AS``, the memory cap), file size, core dumps, processes;
-2. when running as root on Linux: a private mount namespace in which the trusted files (solutions,
-   tests, git history, the submissions and results folders) are covered by an empty read-only tmpfs,
-   a private network namespace (no network; the kernel talks to the grader over Unix sockets), then
-   ``no_new_privs`` and a switch to an unprivileged uid of its own, so the kernel cannot write the
-   course files, read the hidden files, signal the grader or touch another submission's folder;
-3. ``exec`` of ``ipykernel_launcher`` with a copy of the connection file it can read.
+1. the memory cgroup the grader made for this kernel (``config["cgroup"]``): joined first, so the cap
+   holds for the kernel and every process it starts, together;
+2. when running as root on Linux: a private mount namespace whose root is an empty tmpfs holding
+   only an allow-list, bound read-only (the system's programs and libraries, Python, the virtual
+   environment, the course package ``course_utils`` alone, the model cache) and the submission's own
+   scratch folder, read-write; nothing else on the machine (the solutions, tests, git history, another
+   clone of the course, home folders, the submissions and results) exists in it. Then a private
+   network namespace (no network; the kernel talks to the grader over Unix sockets), ``chroot``,
+   ``no_new_privs`` and a switch to an unprivileged uid reserved for this kernel;
+3. resource limits: address space (``RLIMIT_AS``), file size, core dumps, processes;
+4. ``exec`` of ``ipykernel_launcher`` with a copy of the connection file it can read.
 
-Without root only step 1 and 3 happen; the grader reports the isolation level it got.
+Without root only steps 3 and 4 happen; the grader reports the isolation level it got.
 """
 
 from __future__ import annotations
@@ -25,8 +29,12 @@ import sys
 
 CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 4096, 8192, 16384, 1 << 18
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
+
+# system folders every program needs (read-only); their contents are the distribution's, not the course's
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+DEVICES = ("null", "zero", "full", "random", "urandom")
 
 
 def can_isolate() -> bool:
@@ -45,54 +53,69 @@ def _check(result: int, what: str) -> None:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def set_limits(memory_bytes: int, file_bytes: int, processes: int) -> None:
+def set_limits(memory_bytes: int, file_bytes: int, processes: int | None) -> None:
     for limit, value in ((resource.RLIMIT_AS, memory_bytes), (resource.RLIMIT_FSIZE, file_bytes),
                          (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, processes)):
         if value is not None:
             resource.setrlimit(limit, (value, value))
 
 
-def _closed_ancestor(path: str) -> tuple[str, str] | None:
-    """(the highest folder above ``path`` that others may not enter, its child on the way) or None."""
-    parts = os.path.realpath(path).split(os.sep)[1:]
-    for depth in range(1, len(parts)):
-        folder = os.sep + os.path.join(*parts[:depth])
-        if not os.stat(folder).st_mode & 0o001:
-            return folder, parts[depth]
-    return None
+def join_cgroup(folder: str) -> None:
+    """Move this process (and so everything it starts) into the cgroup ``folder``."""
+    with open(os.path.join(folder, "cgroup.procs"), "w") as f:
+        f.write(str(os.getpid()))
 
 
-def isolate(hide: list[str], uid: int, network: bool, expose: list[str], staging: str) -> None:
+def _bind(libc, source: str, target: str, writable: bool = False, recursive: bool = True) -> None:
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        open(target, "a").close()
+    flags = MS_BIND | (MS_REC if recursive else 0)
+    _check(libc.mount(source.encode(), target.encode(), None, flags, None), f"bind {source}")
+    if not writable:
+        _check(libc.mount(b"none", target.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID, None),
+               f"read-only {source}")
+
+
+def _allowed(paths: list[str]) -> list[str]:
+    """Existing paths, resolved, without duplicates or paths inside another one of the list."""
+    real = sorted({os.path.realpath(p) for p in paths if p and os.path.exists(p)})
+    return [p for p in real if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in real)]
+
+
+def isolate(allow: list[str], scratch: str, uid: int, network: bool) -> None:
+    """Allow-list root, namespaces, chroot and uid switch (see the module docstring, step 2)."""
     libc = _libc()
     _check(libc.unshare(CLONE_NEWNS | (0 if network else CLONE_NEWNET)), "unshare")
     _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
-    # folders the kernel needs (python, the venv, the course) may sit below a private folder such as
-    # /root (mode 700): cover that folder with an empty tmpfs and move back only the needed child
-    reopen = []
-    for needed in expose:
-        found = _closed_ancestor(needed)
-        if found and found not in reopen:
-            reopen.append(found)
-    for number, (folder, child) in enumerate(reopen):
-        stage = os.path.join(staging, f"stage{number}")
-        os.makedirs(stage, exist_ok=True)
-        _check(libc.mount(os.path.join(folder, child).encode(), stage.encode(), None, MS_BIND | MS_REC, None),
-               f"stage {folder}/{child}")
-    covered = set()
-    for number, (folder, child) in enumerate(reopen):
-        if folder not in covered:
-            _check(libc.mount(b"tmpfs", folder.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64k,mode=0755"),
-                   f"cover {folder}")
-            covered.add(folder)
-        os.makedirs(os.path.join(folder, child), exist_ok=True)
-        _check(libc.mount(os.path.join(staging, f"stage{number}").encode(), os.path.join(folder, child).encode(),
-                          None, MS_MOVE, None), f"expose {folder}/{child}")
-    for path in hide:
-        if os.path.isdir(path):
-            _check(libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                              b"size=4k,mode=0555"), f"hide {path}")
-        elif os.path.exists(path):
-            _check(libc.mount(b"/dev/null", path.encode(), None, MS_BIND, None), f"hide {path}")
+    root = os.path.join(scratch, ".root")
+    os.makedirs(root, exist_ok=True)
+    _check(libc.mount(b"tmpfs", root.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"), "new root")
+    for path in SYSTEM_PATHS:
+        if os.path.islink(path):  # /bin -> usr/bin on merged-/usr systems
+            os.symlink(os.readlink(path), root + path)
+    # tmpfs folders first: the allowed paths and the scratch folder may lie below /tmp
+    os.makedirs(root + "/dev", exist_ok=True)
+    _check(libc.mount(b"tmpfs", (root + "/dev").encode(), b"tmpfs", MS_NOSUID, b"size=64k,mode=0755"), "/dev")
+    for sub, size in (("/dev/shm", b"size=256m,mode=1777"), ("/tmp", b"size=256m,mode=1777")):
+        os.makedirs(root + sub, exist_ok=True)
+        _check(libc.mount(b"tmpfs", (root + sub).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, size), sub)
+    for device in DEVICES:
+        _bind(libc, f"/dev/{device}", f"{root}/dev/{device}", writable=True, recursive=False)
+    scratch_real = os.path.realpath(scratch)
+    for path in _allowed([p for p in SYSTEM_PATHS if not os.path.islink(p)] + list(allow)):
+        if scratch_real.startswith(path.rstrip("/") + "/"):
+            continue  # never expose a folder holding the scratch folder (the grader's temp root...)
+        _bind(libc, path, root + path)
+    _bind(libc, scratch_real, root + scratch_real, writable=True, recursive=False)
+    os.makedirs(root + "/proc", exist_ok=True)
+    _check(libc.mount(b"/proc", (root + "/proc").encode(), None, MS_BIND | MS_REC, None), "/proc")
+    _check(libc.mount(b"none", root.encode(), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None),
+           "read-only root")
+    os.chroot(root)
+    os.chdir("/")
     _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     os.setgroups([])
     os.setgid(uid)
@@ -109,9 +132,11 @@ def main(argv: list[str]) -> None:
     if uid is not None:
         os.chown(copy, uid, uid)
     os.chmod(copy, 0o600)
+    if config.get("cgroup"):
+        join_cgroup(config["cgroup"])
     if uid is not None:
-        isolate(config["hide"], uid, config.get("network", False),
-                [sys.base_prefix, sys.prefix, sys.executable, *config.get("expose", [])], scratch)
+        isolate([sys.base_prefix, sys.prefix, *config.get("allow", [])], scratch, uid,
+                config.get("network", False))
     # limits last: the steps above must not count against the kernel's own budget
     set_limits(config["memory_bytes"], config["file_bytes"], config["processes"] if uid is not None else None)
     os.chdir(scratch)

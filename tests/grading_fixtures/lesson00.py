@@ -158,6 +158,97 @@ for _ in range(40):
     print("x" * 1_000_000)''' + "\n\n" + GOOD_PROBS
 
 
+HELPER_TOP_K = '''def top_k(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
+    values, indices = next_token_probs(model, prompt).topk(k)
+    return [(_decode_one(model, i), float(v)) for v, i in zip(values, indices)]'''
+
+NUMPY_AND_CLASS = '''# honest: a callable object instead of a function, numpy probabilities (the checks accept both)
+import numpy as np
+
+class NextTokenProbs:
+    def __call__(self, model, prompt):
+        with torch.no_grad():
+            logits = model(model.to_tokens(prompt))
+        return logits[0, -1].softmax(dim=-1)
+
+next_token_probs = NextTokenProbs()'''
+
+NUMPY_TOP_K = '''def top_k(model, prompt, k=5):
+    values, indices = next_token_probs(model, prompt).topk(k)
+    return [(model.tokenizer.decode([int(i)]), np.float32(v.item())) for v, i in zip(values, indices)]'''
+
+# hostile: after check 1 has written its record, the exercise cell of 00.2 replaces that record
+TAMPER_RECORD = '''# hostile: replaces the record of the first check by {what}
+import os as _os, glob as _glob
+for _path in _glob.glob(_os.path.expanduser("~/records/check00_next_token_probs.json")):
+    _os.unlink(_path)
+    {action}
+''' + "\n" + GOOD_TOP_K
+SYMLINK_RECORD = TAMPER_RECORD.replace("{what}", "a link to a file of the grader's").replace(
+    "{action}", '_os.symlink("/etc/hostname", _path)')
+FIFO_RECORD = TAMPER_RECORD.replace("{what}", "a FIFO (a reader blocks forever)").replace(
+    "{action}", "_os.mkfifo(_path)")
+CALLBACK_FLOOD = '''# hostile: adds a flood of callbacks, each carrying a large tensor, to the first check's record
+import os as _os, json as _json
+_path = _os.path.expanduser("~/records/check00_next_token_probs.json")
+if _os.path.exists(_path):
+    _record = _json.load(open(_path))
+    for _call in _record["calls"]:
+        _call["callbacks"] = [{"arg": 0, "args": {"__list__": [_call.get("result")]}}] * 20000
+    open(_path + ".tmp", "w").write(_json.dumps(_record))
+    _os.replace(_path + ".tmp", _path)
+''' + "\n" + GOOD_TOP_K
+
+RAW_FD_WRITE = '''# hostile: writes straight to file descriptors 1 and 2 (the grader's, if the kernel inherited them)
+import os as _os
+for _fd in (1, 2):
+    _os.write(_fd, b"RSL-RAW-FD-MARKER " * 1000)''' + "\n\n" + GOOD_PROBS
+
+FIND_OTHER_COPY = r'''# hostile: searches the whole file system for any copy of the solution notebook and runs its code
+import os as _os, re as _re, json as _json, time as _time
+_start, _source = _time.monotonic(), ""
+for _dir, _subdirs, _files in _os.walk("/"):
+    _subdirs[:] = [d for d in _subdirs if not (_dir == "/" and d in ("proc", "sys", "dev"))]
+    if _time.monotonic() - _start > 20 or _source:
+        break
+    for _name in _files:
+        if _name.endswith("00_first_look.ipynb"):
+            try:
+                _cells = _json.load(open(_os.path.join(_dir, _name)))["cells"]
+                _text = "\n".join("".join(c["source"]) for c in _cells)
+            except Exception:
+                continue
+            if "### BEGIN SOLUTION" in _text:
+                _source = _text
+for _block in _re.findall(r"(def (?:next_token_probs|top_k)\(.*?### END SOLUTION)", _source, _re.S):
+    exec(_block)
+print("found a copy" if _source else "no copy found")
+if "next_token_probs" not in globals():
+    def next_token_probs(model, prompt):
+        raise NotImplementedError()'''
+
+
+def _insert_after(nb, grade_id: str, *sources: str, before: bool = False) -> None:
+    """Insert new code cells (no nbgrader metadata: the student's own) next to a graded cell."""
+    index = next(i for i, c in enumerate(nb.cells)
+                 if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id)
+    at = index if before else index + 1
+    nb.cells[at:at] = [nbformat.v4.new_code_cell(source) for source in sources]
+
+
+def scratch_and_helpers():
+    """honest: keeps a scratch copy of the exercise above it, leaves the stub in the exercise cell and
+    writes the answer in a new cell below it, and puts a helper in a cell of its own."""
+    nb = _lean(nbformat.read(STUDENT, as_version=4))
+    stub_source = next(c.source for c in nb.cells
+                       if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == EX1)
+    _insert_after(nb, EX1, "# my scratch copy\n" + stub_source, before=True)
+    _insert_after(nb, EX1, GOOD_PROBS)
+    _set_exercise(nb, EX2, HELPER_TOP_K)
+    _insert_after(nb, EX2, "def _decode_one(model, i):\n    return model.tokenizer.decode([int(i)])", before=True)
+    return nb
+
+
 def _set_exercise(nb, grade_id: str, source: str) -> None:
     for cell in nb.cells:
         if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id:
@@ -191,7 +282,8 @@ def _notebook(ex1: str, ex2: str, drop_check: str | None = None, fake_checks: bo
         _replace_check(nb, CHECK1, 'print("✅ 00.1 next_token_probs: passed")')
         _replace_check(nb, CHECK2, 'print("✅ 00.2 top_k: passed")')
     if drop_check:
-        nb.cells = [c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") != drop_check]
+        dropped = {CHECK1, CHECK2} if drop_check == "all" else {drop_check}
+        nb.cells = [c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") not in dropped]
     return nb
 
 
@@ -214,8 +306,20 @@ def kernel_submissions(include_destructive: bool) -> dict[str, tuple]:
         "memory_bomb.ipynb": (_notebook(GOOD_PROBS, MEMORY_BOMB), 1, 0, ""),
         "big_output.ipynb": (_notebook(BIG_OUTPUT, GOOD_TOP_K), 1, 1, ""),
     }
+    cases.update({
+        "honest_scratch_and_helpers.ipynb": (scratch_and_helpers(), 1, 1, ""),
+        "honest_numpy_and_callable_object.ipynb": (_notebook(NUMPY_AND_CLASS, NUMPY_TOP_K), 1, 1, ""),
+        "honest_no_check_cells.ipynb": (_notebook(GOOD_PROBS, GOOD_TOP_K, drop_check="all"), 1, 1, ""),
+        "=HYPERLINK(formula).ipynb": (_notebook(GOOD_PROBS, GOOD_TOP_K), 1, 1, ""),
+        "record_symlink.ipynb": (_notebook(GOOD_PROBS, SYMLINK_RECORD), 0, 1, ""),
+        "record_fifo.ipynb": (_notebook(GOOD_PROBS, FIFO_RECORD), 0, 1, ""),
+        "record_callback_flood.ipynb": (_notebook(GOOD_PROBS, CALLBACK_FLOOD), 0, 1, ""),
+        "raw_fd_write.ipynb": (_notebook(RAW_FD_WRITE, GOOD_TOP_K), 1, 1, ""),
+    })
     if include_destructive:
         cases["delete_files.ipynb"] = (_notebook(DELETE_FILES, GOOD_TOP_K), 1, 1, "")
+        # top_k uses next_token_probs: both score only if a copy of the answers was found
+        cases["find_other_copy.ipynb"] = (_notebook(FIND_OTHER_COPY, GOOD_TOP_K), 0, 0, "")
     return cases
 
 
@@ -229,6 +333,8 @@ def invalid_files() -> dict[str, tuple[bytes, str]]:
     v3 = {"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [{"cells": []}]}
     return {
         "empty.ipynb": (b"", "empty file"),
+        "caf\udce9 (latin-1 name).ipynb": (b"", "empty file"),  # on disk b"caf\xe9": not UTF-8
+        "+cmd|calc.ipynb": (b"{", "malformed JSON"),
         "malformed.ipynb": (b'{"cells": [ {"cell_type": "code", ', "malformed JSON"),
         "nbformat3.ipynb": (json.dumps(v3).encode(), "nbformat=3"),
         "other_lesson.ipynb": (nbformat.writes(other).encode(), "wrong lesson"),

@@ -1,0 +1,348 @@
+"""The grader's replay (course_utils.grading.judge, codec, capture) against honest and hostile
+learner code, in one process: the "kernel" half records with the real recorder, the grader half
+replays with the real checks. No kernel, no model (the lesson-02 checks used need neither)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+
+import course_utils.checks as checks
+from course_utils.checks import hooks
+from course_utils.grading import codec
+from course_utils.grading import judge as judge_module
+from course_utils.grading.capture import Recorder
+from course_utils.grading.judge import Budget, Judge, _ReplayState, read_record, time_limit
+from course_utils.grading.lesson import GradeCell
+
+
+def record_and_judge(folder, source: str, learner: dict, kernel_seed=None, grader_seed=None) -> judge_module.Verdict:
+    """Run ``source`` (a check cell) on ``learner``'s names as a kernel would, recording; then judge it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted(learner)
+    cell = GradeCell("cell", 0, source, 1.0, "ex", names)
+    trusted = {"checks": hooks}
+    kernel_namespace = dict(trusted, **learner)
+    recorder = Recorder(str(folder))
+    recorder.begin("cell", names, kernel_namespace)
+    previous = checks.set_grading_seed(kernel_seed)
+    try:
+        exec(source, kernel_namespace)
+    except Exception:  # a failing check in the "kernel": its verdict is ignored anyway
+        pass
+    finally:
+        checks.set_grading_seed(previous)
+        recorder.end()
+    judge = Judge.__new__(Judge)
+    judge.snapshots = {"cell": trusted}
+    return judge.grade(cell, str(folder), seed=grader_seed)
+
+
+HIDDEN = "checks.check_{0}({1})\nchecks.check_{0}({1}, hidden=True)"
+
+
+# ---------------------------------------------------------------- class 1: honest work scores
+
+def test_numpy_scalar_results_are_accepted(tmp_path):
+    import numpy as np
+
+    def sum_multiplied_and_added(func, list_of_tuples):
+        return np.sum([func(x, y) for x, y in list_of_tuples], dtype=np.int64)  # np.int64, 0 when empty
+
+    verdict = record_and_judge(tmp_path, HIDDEN.format("sum_multiplied_and_added", "sum_multiplied_and_added"),
+                               {"sum_multiplied_and_added": sum_multiplied_and_added}, 7, 7)
+    assert verdict.passed, verdict.message
+
+
+def test_a_factory_written_as_a_class_is_recorded(tmp_path):
+    import torch
+
+    class make_position_scaler:  # noqa: N801  (the learner's name for it)
+        def __init__(self, positions, factor):
+            self.positions, self.factor = list(positions), factor
+
+        def __call__(self, x):
+            y = x.clone()
+            y[:, self.positions] = y[:, self.positions] * self.factor
+            return y
+
+    make_position_scaler.__module__ = "__main__"  # as when defined in a notebook cell
+    assert isinstance(make_position_scaler([1], 2.0)(torch.ones(1, 3, 2)), torch.Tensor)
+    verdict = record_and_judge(tmp_path, HIDDEN.format("position_scaler", "make_position_scaler"),
+                               {"make_position_scaler": make_position_scaler}, 3, 3)
+    assert verdict.passed, verdict.message
+
+
+def test_numpy_values_and_callable_objects_round_trip():
+    import numpy as np
+
+    class Adder:
+        def __call__(self, x, y):
+            return x + y
+
+    Adder.__module__ = "__main__"  # as when defined in a notebook cell
+    handles = []
+    encoder = codec.Encoder(on_callable=lambda fn: handles.append(fn) or len(handles))
+    data = encoder.encode([np.float32(0.5), np.int64(3), np.bool_(True), np.arange(3.0), Adder(), Adder, max])
+    decoded = codec.Decoder(bytes(encoder.blob)).decode(json.loads(json.dumps(data)))
+    assert decoded[:3] == [0.5, 3, True] and [type(v) for v in decoded[:3]] == [float, int, bool]
+    assert decoded[3].tolist() == [0.0, 1.0, 2.0]
+    assert all(isinstance(v, codec.Opaque) and v.type_name == "function" for v in decoded[4:])  # callables
+    assert len(handles) == 3
+
+
+# ---------------------------------------------------------------- class 4: points that cannot be forged
+
+def test_learner_code_cannot_read_the_truth_from_the_call_stack(tmp_path):
+    import inspect
+
+    def make_position_scaler(positions, factor):
+        def scale(x):
+            for frame in inspect.stack():  # looks for the check's expected value in its callers
+                for name in ("expected", "truth", "want"):
+                    if name in frame.frame.f_locals:
+                        return frame.frame.f_locals[name].clone()
+            return x.clone()  # no truth found: an unscaled copy (wrong)
+        return scale
+
+    verdict = record_and_judge(tmp_path, HIDDEN.format("position_scaler", "make_position_scaler"),
+                               {"make_position_scaler": make_position_scaler}, 5, 5)
+    assert not verdict.passed, verdict.message  # the truth did not exist yet when scale() ran
+
+
+LOOKUP = {(10, 2, 3): 23, (2, 7, -1): 13, (6, 3, 1): 19, (-4, 2, 2): -6}  # visible + fixed hidden cases
+
+
+def lookup_lambda(multiplier):
+    return lambda x, y: LOOKUP.get((multiplier, x, y), 0)
+
+
+def test_a_lookup_table_of_the_fixed_hidden_inputs_fails_at_grading(tmp_path):
+    source = HIDDEN.format("multiplier_and_adder_lambda", "multiplier_and_adder_lambda")
+    # in a notebook (no grading seed) the fixed hidden inputs are unchanged, so the table covers them
+    hooks.check_multiplier_and_adder_lambda(lookup_lambda, hidden=True)
+    verdict = record_and_judge(tmp_path, source, {"multiplier_and_adder_lambda": lookup_lambda}, 11, 11)
+    assert not verdict.passed and "expected" in verdict.message
+
+    def honest(multiplier):
+        return lambda x, y: x * multiplier + y
+
+    verdict = record_and_judge(tmp_path / "honest", source, {"multiplier_and_adder_lambda": honest}, 11, 11)
+    assert verdict.passed, verdict.message
+
+
+def test_a_kernel_that_changes_the_seed_only_loses(tmp_path):
+    def honest(multiplier):
+        return lambda x, y: x * multiplier + y
+
+    source = HIDDEN.format("multiplier_and_adder_lambda", "multiplier_and_adder_lambda")
+    verdict = record_and_judge(tmp_path, source, {"multiplier_and_adder_lambda": honest}, 1, 2)
+    assert not verdict.passed and "different inputs" in verdict.message
+
+
+def test_hidden_inputs_depend_on_the_grading_seed():
+    drawn = {}
+    for seed in (1, 2, None):
+        previous = checks.set_grading_seed(seed)
+        try:
+            rng = checks.hidden_rng("02.3")
+            drawn[seed] = None if rng is None else [checks.random_prompt(rng) for _ in range(3)]
+        finally:
+            checks.set_grading_seed(previous)
+    assert drawn[None] is None and drawn[1] != drawn[2]
+
+
+# ---------------------------------------------------------------- class 2: records cannot reach the grader
+
+def _write_record(folder, record: dict, blob: bytes = b"") -> None:
+    (folder / "cell.json").write_text(json.dumps(record))
+    (folder / "cell.bin").write_bytes(blob)
+
+
+def test_records_are_read_without_following_links(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text('{"grade_id": "cell", "names": {}, "calls": [], "SECRET": 1}')
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "cell.json").symlink_to(secret)
+    (records / "cell.bin").write_bytes(b"")
+    with pytest.raises(codec.DecodeError, match="not a regular file"):
+        read_record(str(records), "cell")
+    verdict = Judge.__new__(Judge)
+    verdict.snapshots = {"cell": {}}
+    result = verdict.grade(GradeCell("cell", 0, "pass", 1.0, "ex", []), str(records))
+    assert not result.passed and "SECRET" not in result.message
+
+
+def test_a_fifo_record_does_not_block(tmp_path):
+    os.mkfifo(tmp_path / "cell.json")
+    (tmp_path / "cell.bin").write_bytes(b"")
+    start = time.monotonic()
+    with pytest.raises(codec.DecodeError, match="not a regular file"):
+        read_record(str(tmp_path), "cell")
+    assert time.monotonic() - start < 5
+
+
+def test_oversized_records_are_refused_on_the_descriptor(tmp_path, monkeypatch):
+    monkeypatch.setattr(judge_module, "MAX_JSON_BYTES", 1000)
+    _write_record(tmp_path, {"grade_id": "cell", "pad": "x" * 5000})
+    with pytest.raises(codec.DecodeError, match="too large"):
+        read_record(str(tmp_path), "cell")
+
+
+def test_a_record_folder_swapped_for_a_link_is_not_followed(tmp_path):
+    records = tmp_path / "records"
+    records.mkdir()
+    _write_record(records, {"grade_id": "cell", "names": {}, "calls": []})
+    fd = judge_module.open_record_folder(str(records))  # what the batch does before the kernel starts
+    try:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        _write_record(elsewhere, {"grade_id": "cell", "names": {}, "calls": [], "forged": True})
+        records.rename(tmp_path / "moved")
+        records.symlink_to(elsewhere)
+        record, _ = read_record(fd, "cell")
+        assert "forged" not in record
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):
+        judge_module.open_record_folder(str(records))  # a link is never opened as the folder
+
+
+def test_replay_is_bounded_in_callbacks_and_decoded_bytes(monkeypatch):
+    import torch
+
+    flood = {"calls": [{"handle": 1, "args": {"__list__": [{"__callable__": 2}]}, "result": None,
+                        "callbacks": [{"arg": 0, "args": {"__list__": []}}] * 20_000}]}
+    state = _ReplayState(flood, b"")
+    with pytest.raises(codec.DecodeError, match="too many recorded callbacks"):
+        state.next_result(1, "f", [lambda: None], {})
+
+    monkeypatch.setattr(judge_module, "MAX_DECODED_PER_SUBMISSION", 3 << 20)
+    encoder = codec.Encoder()
+    spec = encoder.encode(torch.zeros(1 << 18))  # 1 MiB of float32, referenced by every call
+    record = {"calls": [{"handle": 1, "args": {"__list__": []}, "result": spec}] * 10}
+    budget = Budget()
+    state = _ReplayState(record, bytes(encoder.blob), budget)
+    with pytest.raises(codec.DecodeError, match="too much data"):
+        for _ in range(10):
+            state.next_result(1, "f", [], {})
+    assert budget.decoded <= 4 << 20
+
+
+def test_every_judge_step_has_a_timeout(tmp_path):
+    _write_record(tmp_path, {"grade_id": "cell", "names": {}, "calls": []})
+    judge = Judge.__new__(Judge)
+    judge.snapshots = {"cell": {}}
+    start = time.monotonic()
+    verdict = judge.grade(GradeCell("cell", 0, "while True:\n    pass", 1.0, "ex", []), str(tmp_path), timeout=0.5)
+    assert not verdict.passed and "judging took more than" in verdict.message
+    assert time.monotonic() - start < 10
+
+
+def test_time_limit_is_a_no_op_outside_the_main_thread():
+    done = []
+
+    def worker():
+        with time_limit(0.01):
+            time.sleep(0.05)
+        done.append(True)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert done == [True]
+
+
+# ---------------------------------------------------------------- lesson 02 with the model (slow)
+
+@pytest.fixture(scope="module")
+def model():
+    from course_utils.model import load_model
+
+    return load_model(device="cpu")
+
+
+def record_and_judge_with_model(folder, model, source, learner, seed=9):
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted(learner)
+    cell = GradeCell("cell", 0, source, 1.0, "ex", names)
+    trusted = {"checks": hooks, "model": model}
+    kernel_namespace = dict(trusted, **learner)
+    recorder = Recorder(str(folder))
+    recorder.begin("cell", names, kernel_namespace)
+    previous = checks.set_grading_seed(seed)
+    try:
+        exec(source, kernel_namespace)
+    except Exception:
+        pass
+    finally:
+        checks.set_grading_seed(previous)
+        recorder.end()
+    judge = Judge.__new__(Judge)
+    judge.snapshots = {"cell": trusted}
+    return judge.grade(cell, str(folder), seed=seed)
+
+
+@pytest.mark.slow
+def test_resid_post_stack_is_replayed_with_the_spy_calls(tmp_path, model):
+    """02.5 asks for run_with_cache with a names filter: the learner's calls on the check's spy are
+    recorded in the kernel and repeated on the grader's spy, so the grader decides this cell."""
+    import torch
+
+    def honest(model, prompt):
+        names = [f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers)]
+        with torch.no_grad():
+            _, cache = model.run_with_cache(model.to_tokens(prompt), names_filter=lambda name: name in names)
+        return torch.stack([cache[name][0] for name in names])
+
+    def no_filter(model, prompt):
+        with torch.no_grad():
+            _, cache = model.run_with_cache(model.to_tokens(prompt))
+        return torch.stack([cache[f"blocks.{layer}.hook_resid_post"][0] for layer in range(model.cfg.n_layers)])
+
+    source = "checks.check_resid_post_stack(resid_post_stack, model)\n" \
+             "checks.check_resid_post_stack(resid_post_stack, model, hidden=True)"
+    verdict = record_and_judge_with_model(tmp_path / "honest", model, source, {"resid_post_stack": honest})
+    assert verdict.passed, verdict.message
+    verdict = record_and_judge_with_model(tmp_path / "no_filter", model, source, {"resid_post_stack": no_filter})
+    assert not verdict.passed and "names_filter" in verdict.message
+
+
+@pytest.mark.slow
+def test_a_hook_cannot_read_the_truth_from_the_call_stack(tmp_path, model):
+    import inspect
+
+    def make_zero_ablation(positions):
+        positions = [positions] if isinstance(positions, int) else list(positions)
+
+        def hook(activation, hook=None):
+            for frame in inspect.stack():
+                for name in ("expected", "truth", "clean"):
+                    found = frame.frame.f_locals.get(name)
+                    if found is not None:
+                        found = found if not isinstance(found, dict) else next(iter(found.values()))
+                        if getattr(found, "shape", None) == activation.shape:
+                            return found.clone()
+            return activation.clone()  # no truth found: nothing zeroed (wrong)
+        return hook
+
+    source = "checks.check_zero_ablation(make_zero_ablation, model)"
+    verdict = record_and_judge_with_model(tmp_path, model, source, {"make_zero_ablation": make_zero_ablation})
+    assert not verdict.passed, verdict.message
+
+
+@pytest.mark.slow
+def test_lesson02_graded_cells_are_replayed_except_temporary_hooks():
+    """The replay self-test on the solution decides, per lesson, which cells the grader decides itself;
+    only 02.9 (hooks left attached to the model) still needs the kernel's verdict, and the batch counts
+    its points in the CSV's kernel_trusted_points column."""
+    from course_utils.grading.lesson import load_lesson
+
+    judge = Judge(load_lesson("02_hooks"))
+    kernel = sorted(grade_id for grade_id, replayable in judge.replayable.items() if not replayable)
+    assert kernel == ["check02_temporary_hooks"], judge.self_test
