@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..exercises import ROOT, SOLUTIONS
+from ..paths import ROOT, SOLUTIONS
 from .lesson import Lesson, SubmissionError, kernel_plan, load_lesson, read_submission
 from .sandbox import can_isolate
 
@@ -406,7 +406,8 @@ def trusted_files(lesson: Lesson) -> list[Path]:
     the lesson's check modules and the course modules its solution imports."""
     package = ROOT / "course_utils"
     files = {lesson.path, *(package / "grading").glob("*.py"), package / "checks" / "__init__.py",
-             package / "exercises.py", package / "model.py"}
+             *(package / "authoring").glob("*.py"), *(package / "from_solutions").glob("*.py"),
+             package / "exercises.py", package / "paths.py", package / "model.py"}
     sources = "\n".join(c.source for c in lesson.notebook.cells if c.cell_type == "code")
     for module in re.findall(r"course_utils\.checks\s+import\s+(\w+)", sources):
         files.add(package / "checks" / f"{module}.py")

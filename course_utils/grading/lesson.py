@@ -211,10 +211,10 @@ class PlanCell:
 
 def _released_source(source: str) -> str:
     """A trusted check cell as the student notebook shows it (hidden tests removed)."""
-    from ..exercises import BEGIN_HIDDEN, END_HIDDEN, _replace_regions
+    from ..authoring.exercise_format import BEGIN_HIDDEN, END_HIDDEN, replace_regions
 
     try:
-        return _replace_regions(source, BEGIN_HIDDEN, END_HIDDEN, None, "check cell").rstrip("\n")
+        return replace_regions(source, BEGIN_HIDDEN, END_HIDDEN, None, "check cell").rstrip("\n")
     except Exception:  # a malformed trusted cell is caught by the lesson's own tests
         return source
 
