@@ -127,6 +127,31 @@ def _stub(*args, **kwargs):
     raise NotImplementedError()
 
 
+def _zero_last(activation, hook):
+    activation = activation.clone()
+    activation[:, -1] = 0
+    return activation
+
+
+def _logit_diff_dla(model, tokens, answer_id, foil_id, zeroed=None, scale_from_clean=False,
+                    zero_all_positions=False):
+    """A reference for exercise 01.9 built from the library's decompose_resid and DLA; the keyword
+    arguments make the typical mistakes the check must catch."""
+    def zero_all(activation, hook):
+        return torch.zeros_like(activation)
+
+    hooks = [] if zeroed is None else [(zeroed, zero_all if zero_all_positions else _zero_last)]
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        _, cache = model.run_with_cache(tokens)
+    components, _ = rs.decompose_resid(cache, model.cfg.n_layers)
+    scale = cache["ln_final.hook_scale"]
+    if scale_from_clean:
+        with torch.no_grad():
+            scale = model.run_with_cache(tokens)[1]["ln_final.hook_scale"]
+    answer = rs.direct_logit_attribution(model, components, scale, answer_id)
+    return (answer - rs.direct_logit_attribution(model, components, scale, foil_id))[:, 0, -1]
+
+
 REFERENCE = [
     (checks.check_embed, rs.embed),
     (checks.check_attention_z, rs.attention_z),
@@ -136,6 +161,7 @@ REFERENCE = [
     (checks.check_decompose_resid, rs.decompose_resid),
     (checks.check_direct_logit_attribution, rs.direct_logit_attribution),
     (checks.check_logit_lens, rs.logit_lens),
+    (checks.check_logit_diff_dla, _logit_diff_dla),
 ]
 
 
@@ -211,6 +237,9 @@ WRONG = [
     (checks.check_direct_logit_attribution, _dla_without_gain, "values differ"),
     (checks.check_logit_lens, _lens_probabilities, "log-probabilities"),
     (checks.check_logit_lens, _lens_without_norm, "values differ"),
+    (checks.check_logit_diff_dla, lambda *args: _logit_diff_dla(*args, scale_from_clean=True), "own ln_final"),
+    (checks.check_logit_diff_dla, lambda *args: _logit_diff_dla(*args, zero_all_positions=True), "last position"),
+    (checks.check_logit_diff_dla, lambda m, t, a, f, z: _logit_diff_dla(m, t, a, f, None), "last position"),
 ]
 
 
