@@ -247,3 +247,47 @@ WRONG = [
 def test_check_fails_on_wrong_code(model, check, wrong, message):
     with pytest.raises(CheckFailed, match=message):
         check(wrong, model)
+
+
+# --- lesson 01's quiz ---------------------------------------------------------------------------
+
+def test_quiz_bank_is_up_to_date_and_explains_every_option():
+    import json
+
+    from course_utils.quizzes import BANK_DIR, SPEC_DIR, build_bank, dumps, load_quiz
+
+    spec = json.loads((SPEC_DIR / "01_residual_stream.json").read_text())
+    assert (BANK_DIR / "01_residual_stream.json").read_text() == dumps(build_bank(spec)), \
+        "run: python -m course_utils.quizzes build solutions/quizzes/01_residual_stream.json"
+    quiz = load_quiz("01_residual_stream")
+    assert len(spec["questions"]) >= 2
+    for question in spec["questions"]:
+        assert set(question["explanations"]) == set(question["options"])
+        assert quiz.evaluate(question["id"], question["answer"]).passed
+        wrong = next(k for k in question["options"] if k != question["answer"])
+        assert not quiz.evaluate(question["id"], wrong).passed
+
+
+def test_tolerance_table_covers_every_check():
+    names = {name[len("check_"):] for name in dir(checks) if name.startswith("check_")}
+    assert names == set(checks.TOLERANCE)
+
+
+def test_hand_written_rmsnorm_passes_01_5_and_the_lessons_later_comparison(model, run):
+    """Issue: a learner's own RMSNorm differs from the model's in the sixth decimal; it passes check
+    01.5, so the lesson must not fail it later with a bit-for-bit comparison."""
+    tokens, logits, _ = run
+
+    def forward_hand_rmsnorm(model, tokens):
+        resid = rs.embed(model, tokens)
+        rotary = rs.position_embeddings(model, tokens)
+        for block in model.blocks:
+            _, resid = rs.block_forward(block, resid, rotary)
+        rms = (resid.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+        return resid / rms * model.ln_final.w @ model.W_U + model.b_U
+
+    checks.check_forward_from_parts(forward_hand_rmsnorm, model)
+    with torch.no_grad():
+        got = forward_hand_rmsnorm(model, tokens)
+    atol, rtol = checks.TOLERANCE["forward_from_parts"]
+    assert torch.allclose(got, logits, atol=atol, rtol=rtol)
