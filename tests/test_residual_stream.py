@@ -127,6 +127,31 @@ def _stub(*args, **kwargs):
     raise NotImplementedError()
 
 
+def _zero_last(activation, hook):
+    activation = activation.clone()
+    activation[:, -1] = 0
+    return activation
+
+
+def _logit_diff_dla(model, tokens, answer_id, foil_id, zeroed=None, scale_from_clean=False,
+                    zero_all_positions=False):
+    """A reference for exercise 01.9 built from the library's decompose_resid and DLA; the keyword
+    arguments make the typical mistakes the check must catch."""
+    def zero_all(activation, hook):
+        return torch.zeros_like(activation)
+
+    hooks = [] if zeroed is None else [(zeroed, zero_all if zero_all_positions else _zero_last)]
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        _, cache = model.run_with_cache(tokens)
+    components, _ = rs.decompose_resid(cache, model.cfg.n_layers)
+    scale = cache["ln_final.hook_scale"]
+    if scale_from_clean:
+        with torch.no_grad():
+            scale = model.run_with_cache(tokens)[1]["ln_final.hook_scale"]
+    answer = rs.direct_logit_attribution(model, components, scale, answer_id)
+    return (answer - rs.direct_logit_attribution(model, components, scale, foil_id))[:, 0, -1]
+
+
 REFERENCE = [
     (checks.check_embed, rs.embed),
     (checks.check_attention_z, rs.attention_z),
@@ -136,6 +161,7 @@ REFERENCE = [
     (checks.check_decompose_resid, rs.decompose_resid),
     (checks.check_direct_logit_attribution, rs.direct_logit_attribution),
     (checks.check_logit_lens, rs.logit_lens),
+    (checks.check_logit_diff_dla, _logit_diff_dla),
 ]
 
 
@@ -211,6 +237,9 @@ WRONG = [
     (checks.check_direct_logit_attribution, _dla_without_gain, "values differ"),
     (checks.check_logit_lens, _lens_probabilities, "log-probabilities"),
     (checks.check_logit_lens, _lens_without_norm, "values differ"),
+    (checks.check_logit_diff_dla, lambda *args: _logit_diff_dla(*args, scale_from_clean=True), "own ln_final"),
+    (checks.check_logit_diff_dla, lambda *args: _logit_diff_dla(*args, zero_all_positions=True), "last position"),
+    (checks.check_logit_diff_dla, lambda m, t, a, f, z: _logit_diff_dla(m, t, a, f, None), "last position"),
 ]
 
 
@@ -218,3 +247,47 @@ WRONG = [
 def test_check_fails_on_wrong_code(model, check, wrong, message):
     with pytest.raises(CheckFailed, match=message):
         check(wrong, model)
+
+
+# --- lesson 01's quiz ---------------------------------------------------------------------------
+
+def test_quiz_bank_is_up_to_date_and_explains_every_option():
+    import json
+
+    from course_utils.quizzes import BANK_DIR, SPEC_DIR, build_bank, dumps, load_quiz
+
+    spec = json.loads((SPEC_DIR / "01_residual_stream.json").read_text())
+    assert (BANK_DIR / "01_residual_stream.json").read_text() == dumps(build_bank(spec)), \
+        "run: python -m course_utils.quizzes build solutions/quizzes/01_residual_stream.json"
+    quiz = load_quiz("01_residual_stream")
+    assert len(spec["questions"]) >= 2
+    for question in spec["questions"]:
+        assert set(question["explanations"]) == set(question["options"])
+        assert quiz.evaluate(question["id"], question["answer"]).passed
+        wrong = next(k for k in question["options"] if k != question["answer"])
+        assert not quiz.evaluate(question["id"], wrong).passed
+
+
+def test_tolerance_table_covers_every_check():
+    names = {name[len("check_"):] for name in dir(checks) if name.startswith("check_")}
+    assert names == set(checks.TOLERANCE)
+
+
+def test_hand_written_rmsnorm_passes_01_5_and_the_lessons_later_comparison(model, run):
+    """Issue: a learner's own RMSNorm differs from the model's in the sixth decimal; it passes check
+    01.5, so the lesson must not fail it later with a bit-for-bit comparison."""
+    tokens, logits, _ = run
+
+    def forward_hand_rmsnorm(model, tokens):
+        resid = rs.embed(model, tokens)
+        rotary = rs.position_embeddings(model, tokens)
+        for block in model.blocks:
+            _, resid = rs.block_forward(block, resid, rotary)
+        rms = (resid.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+        return resid / rms * model.ln_final.w @ model.W_U + model.b_U
+
+    checks.check_forward_from_parts(forward_hand_rmsnorm, model)
+    with torch.no_grad():
+        got = forward_hand_rmsnorm(model, tokens)
+    atol, rtol = checks.TOLERANCE["forward_from_parts"]
+    assert torch.allclose(got, logits, atol=atol, rtol=rtol)
