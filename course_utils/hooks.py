@@ -25,8 +25,7 @@ Every hook made here:
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -236,21 +235,6 @@ def attached_hook_count(model, including_permanent: bool = True) -> int:
             if including_permanent or not handle.is_permanent:
                 count += 1
     return count
-
-
-@contextmanager
-def temporary_hooks(model, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]]) -> Iterator[Any]:
-    """Attach ``fwd_hooks`` (``(name or name predicate, hook_fn)`` pairs) for the body of a ``with`` block.
-
-    The hooks are removed when the block ends, even when it raises. Removal uses ``model.reset_hooks()``,
-    which drops every non-permanent hook; to nest hook contexts, use ``model.hooks(fwd_hooks=...)``.
-    """
-    try:
-        for name, hook_fn in fwd_hooks:
-            model.add_hook(name, hook_fn)
-        yield model
-    finally:
-        model.reset_hooks()
 
 
 @torch.no_grad()

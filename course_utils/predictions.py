@@ -1,12 +1,16 @@
 """Next-token predictions (lesson 00): answer token ids, probabilities and top-k lists.
 
 Every lesson measures "how much does the model believe the answer": p(answer | prompt) at the last
-position. These helpers enforce the course's prompt convention (the model's BOS, ``<|endoftext|>``
-for the embedded model, is prepended by ``model.to_tokens``) and that an answer is exactly one
-token.
+position. These helpers enforce the course's prompt convention (the model's BOS, ``<|endoftext|>`` for
+the embedded model, is prepended by ``model.to_tokens``) and that an answer is exactly one token.
+
+Ranks are 1-based throughout the course: rank 1 is the model's top prediction (``answer_rank``), as in
+``course_utils/data/facts.json``, where a fact is *known* when its answer has rank 1.
 """
 
 from __future__ import annotations
+
+from typing import Any, Callable, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -14,7 +18,7 @@ from torch import Tensor
 
 
 def answer_token_id(model, answer: str) -> int:
-    """Token id of ``answer``, which must be one token (mind the leading space: ``" Paris"``)."""
+    """Token id of ``answer``, which must be a single token (mind the leading space: ``" Paris"``)."""
     if not isinstance(answer, str) or not answer:
         raise ValueError(f"answer must be a non-empty string, got {answer!r}")
     ids = model.tokenizer.encode(answer, add_special_tokens=False)
@@ -28,12 +32,13 @@ def answer_token_id(model, answer: str) -> int:
 
 
 @torch.no_grad()
-def next_token_probs(
-    model, prompt: str | Int[Tensor, "batch pos"]
-) -> Float[Tensor, "batch d_vocab"]:
-    """Probability of every vocabulary token at the last position of each prompt."""
+def next_token_probs(model, prompt: str | Int[Tensor, "batch pos"],
+                     fwd_hooks: Sequence[tuple[Any, Callable]] = ()) -> Float[Tensor, "batch d_vocab"]:
+    """Probability of every vocabulary token at the last position of each prompt, optionally with
+    ``fwd_hooks`` (``[(hook point name, hook_fn)]``, lesson 02) attached for this one run."""
     tokens = model.to_tokens(prompt) if isinstance(prompt, str) else prompt
-    return model(tokens)[:, -1].float().softmax(dim=-1)
+    logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks)) if fwd_hooks else model(tokens)
+    return logits[:, -1].float().softmax(dim=-1)
 
 
 def answer_prob(model, prompt: str, answer: str) -> float:
@@ -41,12 +46,31 @@ def answer_prob(model, prompt: str, answer: str) -> float:
     return float(next_token_probs(model, prompt)[0, answer_token_id(model, answer)])
 
 
-def top_predictions(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
-    """The ``k`` most likely next tokens as ``(token string, probability)``, most likely first."""
+def top_tokens(model, probs: Float[Tensor, "d_vocab"], k: int = 5) -> list[tuple[str, float]]:
+    """The ``k`` most likely tokens of one distribution as ``(token string, probability)``, most likely first."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    probs = next_token_probs(model, prompt)[0]
+    if probs.ndim != 1:
+        raise ValueError(f"expected one distribution of shape [d_vocab], got shape {tuple(probs.shape)}; "
+                         "index the batch first, e.g. probs[0]")
     values, indices = probs.topk(k)
-    return [
-        (model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices, strict=True)
-    ]
+    return [(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices)]
+
+
+def top_predictions(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
+    """The ``k`` most likely next tokens as ``(token string, probability)``, most likely first."""
+    return top_tokens(model, next_token_probs(model, prompt)[0], k)
+
+
+def format_top(top: list[tuple[str, float]], digits: int = 3) -> str:
+    """One printable line from ``top_tokens`` / ``top_predictions``: ``' Paris' 0.753  ' T' 0.032 ...``."""
+    return "  ".join(f"{token!r} {p:.{digits}f}" for token, p in top)
+
+
+def answer_rank(scores: Float[Tensor, "... d_vocab"], token_id: int) -> Int[Tensor, "..."]:
+    """1-based rank of ``token_id`` in each distribution (1 = the most likely token).
+
+    ``scores`` are probabilities, log-probabilities or logits (any increasing function of them gives
+    the same rank); ties count in the token's favour: rank = 1 + the number of strictly larger scores.
+    """
+    return (scores > scores[..., token_id : token_id + 1]).sum(dim=-1) + 1

@@ -10,12 +10,16 @@ author's plain-text spec, kept with the solution notebooks (``solutions/quizzes/
 
     python -m course_utils.quizzes build solutions/quizzes/03_corruption_quizzes.json
 
-Three kinds of question:
+Four kinds of question:
 
 * ``choice``: one letter among the options; every option, right or wrong, has its explanation;
 * ``numeric``: a number; any response within ``tolerance`` of the key is accepted, and none further than
   ``2 * tolerance`` (responses are compared by ``floor(x / tolerance)`` buckets, so only hashes are stored);
-* ``code``: a short expression, compared with the accepted forms after removing all whitespace.
+* ``code``: a short expression, compared with the accepted forms after removing all whitespace;
+* ``prediction``: a number the learner guesses *before* a measurement. It has no key and is never graded
+  (grading a guess penalises an honest one): ``answer`` records it in ``quiz.predictions`` and
+  ``quiz.compare(qid, measured)`` prints it next to the measurement. Grade the reading of the result
+  with a ``choice`` question placed after it instead. ``check`` refuses a prediction.
 
 In a notebook::
 
@@ -23,9 +27,12 @@ In a notebook::
     quiz.show("q1")            # a widget with a Check button and immediate feedback (text where widgets don't render)
     quiz.answer("q1", "B")     # the same without widgets: prints feedback, never raises
     quiz.check("q1", q1)       # graded cells: like answer, but a wrong answer fails the cell
+    quiz.answer("q3", 0.2)     # a prediction: recorded, not judged
+    quiz.compare("q3", 0.012)  # after measuring: one line with the prediction and the measurement
 
-Every answer (click, ``answer`` or ``check``) appends a ``CheckResult`` named ``"<NN>.<question id>"``
-(``"03.q1"``) to ``course_utils.checks.RESULTS``. Bad input (an unknown id, a number where a letter was
+Every judged answer (click, ``answer`` or ``check``) appends a ``CheckResult`` named
+``"<NN>.<question id>"`` (``"03.q1"``) to ``course_utils.checks.RESULTS``; predictions are not judged and
+go to ``quiz.predictions`` only. Bad input (an unknown id, a number where a letter was
 asked) prints what was expected instead of raising.
 """
 
@@ -47,7 +54,8 @@ from .checks import RESULTS, CheckFailed, CheckResult
 
 BANK_DIR = Path(__file__).resolve().parent / "data" / "quizzes"
 SPEC_DIR = Path(__file__).resolve().parent.parent / "solutions" / "quizzes"
-KINDS = ("choice", "numeric", "code")
+KINDS = ("choice", "numeric", "code", "prediction")
+JUDGED_KINDS = ("choice", "numeric", "code")
 
 
 class QuizInputError(ValueError):
@@ -90,7 +98,7 @@ def _unseal(token: str, key: str) -> str:
 def _kind_help(question: dict) -> str:
     if question["kind"] == "choice":
         return f"one of the letters {', '.join(repr(k) for k in question['options'])}"
-    if question["kind"] == "numeric":
+    if question["kind"] in ("numeric", "prediction"):
         return "a number (an int or a float, e.g. 0.25)"
     return "a short piece of code, as a string (e.g. \"[1, 2]\")"
 
@@ -104,7 +112,7 @@ def candidate_forms(question: dict, response: Any) -> list[str]:
         if not isinstance(response, str) or response.strip().upper() not in question["options"]:
             raise QuizInputError(f"expected {_kind_help(question)}, got {response!r}")
         return [response.strip().upper()]
-    if kind == "numeric":
+    if kind in ("numeric", "prediction"):
         if isinstance(response, str):
             try:
                 response = float(response.strip())
@@ -118,6 +126,8 @@ def candidate_forms(question: dict, response: Any) -> list[str]:
             raise QuizInputError(f"expected {_kind_help(question)}, got {type(response).__name__} {response!r}") from None
         if not math.isfinite(value):
             raise QuizInputError(f"expected a finite number, got {value}")
+        if kind == "prediction":
+            return [repr(value)]
         bucket = math.floor(value / question["tolerance"])
         return [str(bucket + offset) for offset in (0, -1, 1)]
     if not isinstance(response, str):
@@ -146,6 +156,12 @@ def build_bank(spec: dict) -> dict:
     for question in spec["questions"]:
         if question.get("kind") not in KINDS:
             raise ValueError(f"{question.get('id')}: kind must be one of {KINDS}")
+        if question["kind"] == "prediction":  # no key: nothing to hash or seal
+            if {"answer", "answers", "explanation", "explanations"} & set(question):
+                raise ValueError(f"{question['id']}: a prediction has no answer key or explanation; "
+                                 "put the reading of the result in a choice question after it")
+            questions.append({"id": question["id"], "kind": "prediction", "question": question["question"]})
+            continue
         salt = hmac.new(spec["secret"].encode(), question["id"].encode(), hashlib.sha256).hexdigest()[:32]
         entry = {"id": question["id"], "kind": question["kind"], "question": question["question"], "salt": salt}
         if question["kind"] == "choice":
@@ -185,6 +201,7 @@ class Quiz:
         self.lesson = str(bank["lesson"])
         self.title = bank["title"]
         self.questions = {q["id"]: q for q in bank["questions"]}
+        self.predictions: dict[str, float] = {}  # question id -> the learner's latest prediction
 
     def ids(self) -> list[str]:
         return list(self.questions)
@@ -198,8 +215,11 @@ class Quiz:
         return self.questions[qid]
 
     def evaluate(self, qid: str, response: Any) -> Feedback:
-        """Judge ``response`` without printing or recording; ``QuizInputError`` for unusable input."""
+        """Judge ``response`` without printing or recording; ``QuizInputError`` for unusable input
+        (and for a prediction, which has no key to judge against)."""
         question = self._question(qid)
+        if question["kind"] == "prediction":
+            raise QuizInputError(f"{qid} is an ungraded prediction: record it with answer({qid!r}, value)")
         forms = candidate_forms(question, response)
         shown = forms[0] if question["kind"] != "numeric" else f"{float(response):.4g}"
         for form in forms:
@@ -214,9 +234,35 @@ class Quiz:
         RESULTS.append(result)
         return result
 
+    def record_prediction(self, qid: str, response: Any) -> float:
+        """Store a prediction (a finite number) in ``self.predictions``; ``QuizInputError`` if unusable."""
+        question = self._question(qid)
+        if question["kind"] != "prediction":
+            raise QuizInputError(f"{qid} is a {question['kind']} question, not a prediction")
+        candidate_forms(question, response)  # validates: a finite number
+        self.predictions[qid] = float(response)
+        return self.predictions[qid]
+
+    def _prediction_line(self, qid: str) -> str:
+        return (f"📝 {self.exercise_id(qid)}: prediction recorded ({self.predictions[qid]:.4g}), not graded; "
+                "the cells below measure it")
+
+    def compare(self, qid: str, measured: float, digits: int = 3) -> str:
+        """One line: the learner's recorded prediction for ``qid`` next to the ``measured`` value."""
+        self._question(qid)
+        guess = self.predictions.get(qid)
+        said = f"you predicted {guess:.{digits}f}" if guess is not None else "no prediction recorded"
+        return f"{self.exercise_id(qid)}: {said}; measured {float(measured):.{digits}f}"
+
     def answer(self, qid: str, response: Any) -> bool:
-        """Judge, print one feedback line and record it; returns whether the answer is right. Never raises."""
+        """Judge, print one feedback line and record it; returns whether the answer is right. Never raises.
+
+        For a prediction: record it and print a note; returns True once a usable number is recorded."""
         try:
+            if self._question(qid)["kind"] == "prediction":
+                self.record_prediction(qid, response)
+                print(self._prediction_line(qid))
+                return True
             feedback = self.evaluate(qid, response)
         except QuizInputError as error:
             print(f"⚠️ {self.lesson}.{qid if isinstance(qid, str) else '?'}: {error}")
@@ -228,6 +274,9 @@ class Quiz:
     def check(self, qid: str, response: Any) -> None:
         """For graded cells: like ``answer``, but a wrong, missing or unusable answer raises ``QuizFailed``."""
         __tracebackhide__ = True
+        if isinstance(qid, str) and self.questions.get(qid, {}).get("kind") == "prediction":
+            raise QuizInputError(f"{qid} is an ungraded prediction and cannot be checked: record it with "
+                                 f"answer({qid!r}, value) and grade a choice question about the result")
         try:
             result = self._record(qid, self.evaluate(qid, response))
         except QuizInputError as error:
@@ -245,6 +294,9 @@ class Quiz:
             lines += [f"  {key}) {option}" for key, option in question["options"].items()]
             example = next(iter(question["options"]))
             lines.append(f'Answer with answer("{qid}", "{example}") or in the answer cell below.')
+        elif question["kind"] == "prediction":
+            lines.append(f'Not graded: write down your guess, or record it with answer("{qid}", 0.25), '
+                         "before you run the measurement.")
         else:
             lines.append(f'Answer with {_kind_help(question)}: answer("{qid}", ...) or in the answer cell below.')
         return "\n".join(lines)
@@ -262,15 +314,20 @@ class Quiz:
         if question["kind"] == "choice":
             entry = widgets.RadioButtons(options=[(f"{k}) {v}", k) for k, v in question["options"].items()],
                                          value=None, layout=widgets.Layout(width="auto"))
-        elif question["kind"] == "numeric":
+        elif question["kind"] in ("numeric", "prediction"):
             entry = widgets.Text(placeholder="a number, e.g. 0.25")
         else:
             entry = widgets.Text(placeholder="code, e.g. [1, 2]", layout=widgets.Layout(width="60%"))
-        button = widgets.Button(description="Check", button_style="primary")
+        predicting = question["kind"] == "prediction"
+        button = widgets.Button(description="Record" if predicting else "Check", button_style="primary")
         feedback = widgets.HTML("")
 
         def on_click(_button=None):
             try:
+                if predicting:
+                    self.record_prediction(qid, entry.value)
+                    feedback.value = html.escape(self._prediction_line(qid))
+                    return
                 result = self._record(qid, self.evaluate(qid, entry.value))
             except QuizInputError as error:
                 feedback.value = f"⚠️ {html.escape(str(error))}"

@@ -8,3 +8,27 @@ def model():
     from course_utils import load_model
 
     return load_model(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def solution_functions():
+    """Load the code a learner writes from its one source, the lesson's solution notebook.
+
+    ``solution_functions("02_hooks", {"torch": torch})`` runs every exercise cell of
+    ``solutions/02_hooks.ipynb`` (solutions included) in a copy of the given namespace, which must hold
+    what those cells use from the notebook's imports, and returns that namespace.
+    """
+    import nbformat
+
+    from course_utils.exercises import SOLUTIONS, is_exercise, nbgrader_meta
+
+    def load(lesson: str, namespace: dict) -> dict:
+        nb = nbformat.read(SOLUTIONS / f"{lesson}.ipynb", as_version=4)
+        defined = dict(namespace)
+        for cell in nb.cells:
+            if is_exercise(cell):
+                where = f"solutions/{lesson}.ipynb:{nbgrader_meta(cell)['grade_id']}"
+                exec(compile(cell.source, where, "exec"), defined)
+        return defined
+
+    return load

@@ -1,14 +1,37 @@
-"""Tests of course_utils/corruption.py and course_utils/checks/corruption.py (lesson 03)."""
+"""Tests of lesson 03's exercises and of course_utils/checks/corruption.py.
+
+The reference implementations are the solution notebook's exercise cells (their one source; no later
+lesson imports them, so the package keeps no copy): the ``lesson03`` fixture loads them from there.
+"""
 
 import pytest
 import torch
 
 from course_utils.checks import CheckFailed
 from course_utils.checks import corruption as checks
-from course_utils.corruption import corrupted_answer_prob, noised_answer_probs, single_token_effects
-from course_utils.predictions import answer_prob
+from course_utils.hooks import make_noise_hook, make_zero_ablation
+from course_utils.predictions import answer_prob, answer_token_id
 
 EIFFEL = "The Eiffel Tower is located in the city of"
+
+
+@pytest.fixture(scope="module")
+def lesson03(solution_functions):
+    """The three functions lesson 03's learner writes, from solutions/03_corruption_quizzes.ipynb."""
+    return solution_functions("03_corruption_quizzes", {
+        "torch": torch, "make_zero_ablation": make_zero_ablation, "make_noise_hook": make_noise_hook,
+        "answer_token_id": answer_token_id})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _reference(lesson03):
+    """Module-level names for the helpers below (they build typical mistakes on the reference)."""
+    global corrupted_answer_prob, noised_answer_probs, single_token_effects
+    corrupted_answer_prob = lesson03["corrupted_answer_prob"]
+    noised_answer_probs = lesson03["noised_answer_probs"]
+    single_token_effects = lesson03["single_token_effects"]
+    with torch.no_grad():  # as in the lesson, which sets torch.set_grad_enabled(False)
+        yield
 
 
 def test_reference_implementations_pass_their_checks(model):

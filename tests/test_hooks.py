@@ -130,12 +130,12 @@ def test_patching_every_position_reproduces_the_source_run(model):
     torch.testing.assert_close(patched, source_logits, atol=1e-4, rtol=0)
 
 
-def test_temporary_hooks_come_off_after_an_exception(model):
+def test_temporary_hooks_come_off_after_an_exception(model, lesson02):
     tokens = model.to_tokens(PROMPT)
     calls = []
     assert hooks.attached_hook_count(model) == 0
     with pytest.raises(RuntimeError):
-        with hooks.temporary_hooks(model, [("hook_embed", lambda activation, hook: calls.append(1))]):
+        with lesson02["temporary_hooks"](model, [("hook_embed", lambda activation, hook: calls.append(1))]):
             assert hooks.attached_hook_count(model) == 1
             with torch.no_grad():
                 model(tokens)
@@ -160,34 +160,54 @@ def not_implemented(*args, **kwargs):
     raise NotImplementedError()
 
 
-def good_multiplier_and_adder(multiplier):
-    def inner(x, y):
-        return x * multiplier + y
-    return inner
+@pytest.fixture(scope="module")
+def lesson02(solution_functions):
+    """The functions lesson 02's learner writes, from the solution notebook (their one source)."""
+    from transformer_lens.utilities import get_act_name
+
+    return solution_functions("02_hooks", {"torch": torch, "contextmanager": contextmanager,
+                                           "get_act_name": get_act_name})
 
 
 _shared = {}
 
 
-def shared_state_multiplier_and_adder(multiplier):
-    _shared["m"] = multiplier  # every function reads the latest multiplier
-    return lambda x, y: x * _shared["m"] + y
+def shared_state_multiplier_and_adder(fixed_value):
+    _shared["v"] = fixed_value  # every function reads the latest fixed_value
+    return lambda a, b: (a * b) + _shared["v"]
 
 
-def test_closure_checks_pass_and_fail():
-    checks.check_multiplier_and_adder(good_multiplier_and_adder)
-    checks.check_multiplier_and_adder(good_multiplier_and_adder, hidden=True)
-    checks.check_multiplier_and_adder_lambda(lambda m: lambda x, y: x * m + y)
-    checks.check_sum_multiplied_and_added(lambda f, pairs: sum(f(a, b) for a, b in pairs))
-    for wrong in (not_implemented, lambda m: None, lambda m: 10 * m, shared_state_multiplier_and_adder,
-                  lambda m: lambda x, y: x * m - y):
+def old_course_multiplier_and_adder(fixed_value):
+    def inner(a, b):
+        return a * fixed_value + b  # not the tutorial's (a * b) + fixed_value
+    return inner
+
+
+def test_closures_follow_the_tutorial(lesson02):
+    """The tutorial's values: multiplier_and_adder(10)(2, 3) == 16, and 98 over its list of tuples."""
+    made = lesson02["multiplier_and_adder"](10)
+    assert made(2, 3) == 16 and lesson02["multiplier_and_adder_lambda"](10)(2, 3) == 16
+    assert lesson02["sum_multiplied_and_added"](made, [(2, 3), (4, 5), (6, 7)]) == 16 + 30 + 52 == 98
+
+
+def test_closure_checks_pass_and_fail(lesson02):
+    good, good_lambda = lesson02["multiplier_and_adder"], lesson02["multiplier_and_adder_lambda"]
+    checks.check_multiplier_and_adder(good)
+    checks.check_multiplier_and_adder(good, hidden=True)
+    checks.check_multiplier_and_adder_lambda(good_lambda)
+    checks.check_multiplier_and_adder_lambda(good_lambda, hidden=True)
+    checks.check_sum_multiplied_and_added(lesson02["sum_multiplied_and_added"])
+    for wrong in (not_implemented, lambda v: None, lambda v: 10 * v, shared_state_multiplier_and_adder,
+                  lambda v: lambda a, b: (a * b) - v, lambda v: lambda a, b: a + b + v):
         with pytest.raises(CheckFailed):
             checks.check_multiplier_and_adder(wrong)
-    for wrong in (not_implemented, good_multiplier_and_adder):  # a def-function is not a lambda
+    with pytest.raises(CheckFailed, match="a \\* fixed_value \\+ b"):  # the targeted hint
+        checks.check_multiplier_and_adder(old_course_multiplier_and_adder)
+    for wrong in (not_implemented, good, lambda v: lambda a, b: a * v + b):  # a def-function is not a lambda
         with pytest.raises(CheckFailed):
             checks.check_multiplier_and_adder_lambda(wrong)
     for wrong in (not_implemented, lambda f, pairs: sum(a * 10 + b for a, b in pairs),
-                  lambda f, pairs: f(*pairs[0])):
+                  lambda f, pairs: f(*pairs[0]), lambda f, pairs: sum(f(b, a) for a, b in pairs)):
         with pytest.raises(CheckFailed):
             checks.check_sum_multiplied_and_added(wrong)
 
@@ -356,8 +376,8 @@ def test_patch_check_passes_and_fails(model):
     assert hooks.attached_hook_count(model) == 0
 
 
-def test_temporary_hooks_check_passes_and_fails(model):
-    checks.check_temporary_hooks(hooks.temporary_hooks, model)
+def test_temporary_hooks_check_passes_and_fails(model, lesson02):
+    checks.check_temporary_hooks(lesson02["temporary_hooks"], model)
 
     @contextmanager
     def no_finally(model, fwd_hooks):

@@ -30,3 +30,21 @@ def test_probabilities_agree_with_each_other(model):
     assert [p for _, p in top] == sorted([p for _, p in top], reverse=True)
     with pytest.raises(ValueError):
         top_predictions(model, EIFFEL, 0)
+
+
+def test_hooks_top_tokens_and_rank_agree(model):
+    from course_utils.hooks import make_zero_ablation
+    from course_utils.predictions import answer_rank, format_top, top_tokens
+
+    probs = next_token_probs(model, EIFFEL)[0]
+    paris = answer_token_id(model, " Paris")
+    assert top_tokens(model, probs, 3) == top_predictions(model, EIFFEL, 3)
+    assert format_top(top_tokens(model, probs, 2)).startswith("' Paris' 0.")
+    assert int(answer_rank(probs, paris)) == 1 and int(answer_rank(probs.log(), paris)) == 1
+    runner_up = answer_token_id(model, top_predictions(model, EIFFEL, 2)[1][0])
+    assert int(answer_rank(probs, runner_up)) == 2
+    assert answer_rank(torch.stack([probs, probs]), paris).tolist() == [1, 1]
+    zeroed = next_token_probs(model, model.to_tokens(EIFFEL), fwd_hooks=[("hook_embed", make_zero_ablation([1, 2, 3, 4]))])
+    assert zeroed.shape == (1, model.cfg.d_vocab) and zeroed[0, paris] < 0.1 < probs[paris]
+    with pytest.raises(ValueError, match="one distribution"):
+        top_tokens(model, zeroed, 3)

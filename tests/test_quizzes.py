@@ -1,5 +1,6 @@
 """Tests of course_utils/quizzes.py: the bank keeps no readable keys, widgets and answer() both judge
-and record, graded cells fail on wrong answers, bad input gives a message instead of a traceback."""
+and record, graded cells fail on wrong answers, predictions are recorded and never judged, bad input
+gives a message instead of a traceback."""
 
 import json
 from pathlib import Path
@@ -9,17 +10,31 @@ import pytest
 from course_utils import checks
 from course_utils.checks import CheckFailed
 from course_utils.exercises import NOTEBOOKS
-from course_utils.quizzes import (BANK_DIR, SPEC_DIR, QuizFailed, QuizInputError, build_bank, dumps,
+from course_utils.quizzes import (BANK_DIR, SPEC_DIR, Quiz, QuizFailed, QuizInputError, build_bank, dumps,
                                   load_quiz, main)
 
 LESSON = "03_corruption_quizzes"
 SPEC = json.loads((SPEC_DIR / f"{LESSON}.json").read_text())
 QUESTIONS = {q["id"]: q for q in SPEC["questions"]}
+JUDGED = {qid: q for qid, q in QUESTIONS.items() if q["kind"] != "prediction"}
+PREDICTIONS = [qid for qid, q in QUESTIONS.items() if q["kind"] == "prediction"]
+
+# Lesson 03 asks no graded numeric question any more; the numeric kind stays part of the API.
+NUMERIC_SPEC = {"lesson": "99", "title": "test", "secret": "test-secret", "questions": [
+    {"id": "n1", "kind": "numeric", "question": "How many?", "answer": 0.0123, "tolerance": 0.05,
+     "explanation": "about 0.012", "hint": "think again"},
+    {"id": "n2", "kind": "numeric", "question": "How many facts?", "answer": 76, "tolerance": 5,
+     "explanation": "76", "hint": "more or fewer"}]}
 
 
 @pytest.fixture
 def quiz():
     return load_quiz(LESSON)
+
+
+@pytest.fixture
+def numeric_quiz():
+    return Quiz(build_bank(NUMERIC_SPEC))
 
 
 def _right_and_wrong(question):
@@ -42,18 +57,18 @@ def test_bank_is_built_from_the_spec_and_up_to_date():
 def test_keys_and_explanations_are_not_readable_in_the_bank_or_student_notebook():
     bank_text = (BANK_DIR / f"{LESSON}.json").read_text()
     student_text = (NOTEBOOKS / f"{LESSON}.ipynb").read_text()
-    for question in SPEC["questions"]:
+    for question in JUDGED.values():
         texts = question.get("explanations", {}).values() if question["kind"] == "choice" else [question["explanation"]]
         for text in texts:
             assert text not in bank_text and json.dumps(text)[1:-1] not in bank_text
         assert '"answer"' not in bank_text and '"explanations"' not in bank_text
     assert '"secret"' not in bank_text and SPEC["secret"] not in bank_text and SPEC["secret"] not in student_text
-    for qid, question in QUESTIONS.items():
+    for qid, question in JUDGED.items():
         right, _ = _right_and_wrong(question)
         assert f"{qid} = {json.dumps(right)}" not in student_text
 
 
-@pytest.mark.parametrize("qid", list(QUESTIONS))
+@pytest.mark.parametrize("qid", list(JUDGED))
 def test_every_question_accepts_its_key_and_rejects_a_wrong_answer(quiz, qid):
     question = QUESTIONS[qid]
     right, wrong = _right_and_wrong(question)
@@ -67,16 +82,17 @@ def test_every_question_accepts_its_key_and_rejects_a_wrong_answer(quiz, qid):
         assert good.text == question["explanation"] and bad.text == question["hint"]
 
 
-def test_numeric_tolerance_and_code_normalisation(quiz):
-    key, tol = QUESTIONS["q3"]["answer"], QUESTIONS["q3"]["tolerance"]
+def test_numeric_tolerance_and_code_normalisation(quiz, numeric_quiz):
+    key, tol = NUMERIC_SPEC["questions"][0]["answer"], NUMERIC_SPEC["questions"][0]["tolerance"]
     for delta in (-tol, -tol / 2, 0.0, tol / 2, tol):
-        assert quiz.evaluate("q3", key + delta).passed, delta
+        assert numeric_quiz.evaluate("n1", key + delta).passed, delta
     for delta in (-2.01 * tol, 2.01 * tol, 1.0):
-        assert not quiz.evaluate("q3", key + delta).passed, delta
-    assert quiz.evaluate("q3", str(key)).passed and quiz.evaluate("q10", 76).passed
+        assert not numeric_quiz.evaluate("n1", key + delta).passed, delta
+    assert numeric_quiz.evaluate("n1", str(key)).passed and numeric_quiz.evaluate("n2", 76).passed
+    assert numeric_quiz.evaluate("n1", 1.0).text == "think again"
     import torch
 
-    assert quiz.evaluate("q3", torch.tensor(key)).passed
+    assert numeric_quiz.evaluate("n1", torch.tensor(key)).passed
     assert quiz.evaluate("q9", " [ 4 ] ").passed and quiz.evaluate("q9", "list(range(4, 5))").passed
     assert not quiz.evaluate("q9", "[3]").passed
 
@@ -97,20 +113,69 @@ def test_fallback_answer_prints_records_and_never_raises(quiz, capsys):
     ("q1", 2, "expected one of the letters 'A', 'B', 'C', got 2"),
     ("q1", "Z", "expected one of the letters"),
     ("q1", None, "no answer yet"),
-    ("q3", "about a half", "expected a number"),
-    ("q3", [0.1], "expected a number"),
-    ("q3", True, "bool"),
-    ("q3", float("nan"), "finite"),
+    ("n1", "about a half", "expected a number"),
+    ("n1", [0.1], "expected a number"),
+    ("n1", True, "bool"),
+    ("n1", float("nan"), "finite"),
+    ("q3", "about a half", "expected a number"),  # a prediction validates its input the same way
+    ("q3", None, "no answer yet"),
     ("q9", 4, "put the code in quotes"),
 ])
-def test_bad_input_gives_a_message_not_a_traceback(quiz, capsys, qid, response, message):
+def test_bad_input_gives_a_message_not_a_traceback(quiz, numeric_quiz, capsys, qid, response, message):
+    target = numeric_quiz if isinstance(qid, str) and qid.startswith("n") else quiz
     before = len(checks.RESULTS)
-    assert quiz.answer(qid, response) is False
+    assert target.answer(qid, response) is False
     out = capsys.readouterr().out
     assert out.startswith("⚠️") and message in out and "Traceback" not in out
     assert len(checks.RESULTS) == before, "bad input is not an answer: nothing is recorded"
+    assert target.predictions == {}
     with pytest.raises(QuizInputError, match="expected|unknown|no answer"):
-        quiz.evaluate(qid, response)
+        if target.questions.get(qid, {}).get("kind") == "prediction":
+            target.record_prediction(qid, response)
+        else:
+            target.evaluate(qid, response)
+
+
+@pytest.mark.parametrize("qid", PREDICTIONS)
+def test_predictions_are_recorded_never_judged(quiz, capsys, qid):
+    before = len(checks.RESULTS)
+    assert quiz.compare(qid, 0.5).endswith("no prediction recorded; measured 0.500")
+    assert quiz.answer(qid, "0.3") is True and quiz.answer(qid, 2) is True  # any number, the latest counts
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"📝 03.{qid}: prediction recorded (0.3), not graded")
+    assert quiz.predictions == {qid: 2.0} and len(checks.RESULTS) == before, "a prediction is not a check"
+    assert quiz.compare(qid, 0.012) == f"03.{qid}: you predicted 2.000; measured 0.012"
+    with pytest.raises(QuizInputError, match="ungraded prediction"):
+        quiz.evaluate(qid, 0.3)
+    with pytest.raises(QuizInputError, match="cannot be checked"):
+        quiz.check(qid, 0.3)  # graded cells must not grade a guess
+    assert len(checks.RESULTS) == before
+    assert "Not graded" in quiz.text(qid)
+    with pytest.raises(QuizInputError, match="not a prediction"):
+        quiz.record_prediction("q1", 0.3)
+
+
+def test_prediction_widget_records(quiz):
+    box = quiz.widget("q3")
+    assert box.button.description == "Record"
+    box.input.value = "nonsense"
+    box.button.click()
+    assert box.feedback.value.startswith("⚠️") and quiz.predictions == {}
+    box.input.value = "0.25"
+    box.button.click()
+    assert box.feedback.value.startswith("📝 03.q3: prediction recorded (0.25)") and quiz.predictions == {"q3": 0.25}
+
+
+def test_a_prediction_carries_no_key():
+    spec = json.loads(json.dumps(SPEC))
+    prediction = next(q for q in spec["questions"] if q["kind"] == "prediction")
+    prediction["answer"] = 0.01
+    with pytest.raises(ValueError, match="no answer key"):
+        build_bank(spec)
+    bank = build_bank(SPEC)
+    for entry in bank["questions"]:
+        if entry["kind"] == "prediction":
+            assert set(entry) == {"id", "kind", "question"}
 
 
 def test_graded_check_passes_fails_and_records(quiz, capsys):
@@ -143,14 +208,15 @@ def test_widget_click_gives_feedback_and_records(quiz):
     assert [(r.exercise, r.passed) for r in checks.RESULTS[before:]] == [("03.q1", False), ("03.q1", True)]
 
 
-def test_numeric_and_code_widgets(quiz):
-    box = quiz.widget("q3")
+def test_numeric_and_code_widgets(quiz, numeric_quiz):
+    box = numeric_quiz.widget("n1")
+    assert box.button.description == "Check"
     box.input.value = "nonsense"
     box.button.click()
     assert box.feedback.value.startswith("⚠️") and "expected a number" in box.feedback.value
-    box.input.value = str(QUESTIONS["q3"]["answer"])
+    box.input.value = str(NUMERIC_SPEC["questions"][0]["answer"])
     box.button.click()
-    assert box.feedback.value.startswith("✅ 03.q3")
+    assert box.feedback.value.startswith("✅ 99.n1")
     code = quiz.widget("q9")
     code.input.value = "[4]"
     code.button.click()
@@ -185,4 +251,7 @@ def test_graded_quiz_cells_follow_the_grader_convention():
 
     nb = nbformat.read(SOLUTIONS / f"{LESSON}.ipynb", as_version=4)
     quiz_checks = [c for e in exercises(nb) for c in e.check_ids if c.startswith("quiz")]
-    assert sorted(quiz_checks) == sorted(f"quiz03_{qid}" for qid in QUESTIONS)
+    assert sorted(quiz_checks) == sorted(f"quiz03_{qid}" for qid in JUDGED), "every judged question is graded"
+    shown = {c.source for c in nb.cells if c.cell_type == "code"}
+    for qid in PREDICTIONS:  # shown, never graded
+        assert f'quiz.show("{qid}")' in shown and f"quiz03_{qid}" not in quiz_checks

@@ -112,51 +112,57 @@ def _clean(model, tokens, names):
 # ---- 02.1-02.4: Python closures --------------------------------------------------------------------
 
 def check_multiplier_and_adder(fn, hidden: bool = False):
-    """fn(multiplier) -> function (x, y) -> x * multiplier + y."""
-    cases = [(7, 2, -3), (0.5, 4, 1), (-1, -2, -3)] if hidden else [(10, 2, 3), (3, 1, 0), (-2, 5, 4)]
+    """fn(fixed_value) -> function (a, b) -> (a * b) + fixed_value (the tutorial's closure)."""
+    cases = [(7, 2, -3), (0.5, 4, 1), (-1, -2, -3)] if hidden else [(10, 2, 3), (3, 1, 5), (-2, 5, 4)]
 
     def body():
         made = []
-        for multiplier, x, y in cases:
-            g = call(fn, multiplier, name="multiplier_and_adder")
-            _expect_callable(g, f"multiplier_and_adder({multiplier})")
-            made.append((g, multiplier))
-        for (g, multiplier), (_, x, y) in zip(made, cases):
-            got = call(g, x, y, name=f"multiplier_and_adder({multiplier})")
-            expect(got == x * multiplier + y,
-                   f"multiplier_and_adder({multiplier})({x}, {y}) returned {got!r}, expected {x * multiplier + y!r} "
-                   "(x * multiplier + y). If it used another case's multiplier, do not store it in a global: the "
-                   "inner function should read the outer function's argument")
-        return f"{len(cases)} functions built, each remembers its own multiplier"
+        for fixed_value, a, b in cases:
+            g = call(fn, fixed_value, name="multiplier_and_adder")
+            _expect_callable(g, f"multiplier_and_adder({fixed_value})")
+            made.append((g, fixed_value))
+        for (g, fixed_value), (_, a, b) in zip(made, cases):
+            got = call(g, a, b, name=f"multiplier_and_adder({fixed_value})")
+            want = (a * b) + fixed_value
+            if got == a * fixed_value + b and got != want:
+                raise _Fail(f"multiplier_and_adder({fixed_value})({a}, {b}) returned {got!r} = a * fixed_value + b; "
+                            f"expected {want!r} = (a * b) + fixed_value. Hint: multiply the two arguments, then add "
+                            "the remembered fixed_value (the tutorial: multiplier_and_adder(10)(2, 3) == 16)")
+            expect(got == want,
+                   f"multiplier_and_adder({fixed_value})({a}, {b}) returned {got!r}, expected {want!r} "
+                   "((a * b) + fixed_value). If it used another case's fixed_value, do not store it in a global: "
+                   "the inner function should read the outer function's argument")
+        return f"{len(cases)} functions built, each remembers its own fixed_value"
 
     run_check("02.1 multiplier_and_adder", body, hidden_tests=not hidden)
 
 
 def check_multiplier_and_adder_lambda(fn, hidden: bool = False):
-    """fn(multiplier) -> a lambda (x, y) -> x * multiplier + y."""
+    """fn(fixed_value) -> a lambda (a, b) -> (a * b) + fixed_value."""
     cases = [(6, 3, 1), (-4, 2, 2)] if hidden else [(10, 2, 3), (2, 7, -1)]
     rng = _drawn("02.2", hidden)
     if rng is not None:
         cases = [tuple(rng.choice([i for i in range(-9, 10) if i]) for _ in range(3)) for _ in cases]
 
     def body():
-        for multiplier, x, y in cases:
-            g = call(fn, multiplier, name="multiplier_and_adder_lambda")
-            _expect_callable(g, f"multiplier_and_adder_lambda({multiplier})")
+        for fixed_value, a, b in cases:
+            g = call(fn, fixed_value, name="multiplier_and_adder_lambda")
+            _expect_callable(g, f"multiplier_and_adder_lambda({fixed_value})")
             expect(getattr(g, "__name__", "") == "<lambda>",
                    f"multiplier_and_adder_lambda should return a lambda, got a function named {g.__name__!r}. "
-                   "Hint: `return lambda x, y: ...`")
-            got = call(g, x, y, name=f"multiplier_and_adder_lambda({multiplier})")
-            expect(got == x * multiplier + y,
-                   f"multiplier_and_adder_lambda({multiplier})({x}, {y}) returned {got!r}, expected {x * multiplier + y!r}")
-        return "the lambda computes x * multiplier + y"
+                   "Hint: `return lambda a, b: ...`")
+            got = call(g, a, b, name=f"multiplier_and_adder_lambda({fixed_value})")
+            want = (a * b) + fixed_value
+            expect(got == want, f"multiplier_and_adder_lambda({fixed_value})({a}, {b}) returned {got!r}, "
+                                f"expected {want!r} ((a * b) + fixed_value)")
+        return "the lambda computes (a * b) + fixed_value"
 
     run_check("02.2 multiplier_and_adder_lambda", body, hidden_tests=not hidden)
 
 
 def check_sum_multiplied_and_added(fn, hidden: bool = False):
-    """fn(func, list_of_tuples) -> sum of func(x, y) over the tuples."""
-    pairs = [(1, 2), (3, 4), (-5, 6), (0, 0)] if hidden else [(1, 2), (3, 4), (5, 6)]
+    """fn(func, list_of_tuples) -> sum of func(a, b) over the tuples."""
+    pairs = [(1, 2), (3, 4), (-5, 6), (0, 0)] if hidden else [(2, 3), (4, 5), (6, 7)]  # the tutorial's list
     rng = _drawn("02.3", hidden)
     if rng is not None:
         pairs = [(rng.randint(-20, 20), rng.randint(-20, 20)) for _ in range(rng.randint(3, 6))]
@@ -164,15 +170,15 @@ def check_sum_multiplied_and_added(fn, hidden: bool = False):
     def body():
         calls = []
 
-        def spy(x, y):
-            calls.append((x, y))
-            return 100 * x - y
+        def spy(a, b):  # not commutative, so swapped arguments show
+            calls.append((a, b))
+            return 100 * a - b
 
         got = call(fn, spy, pairs, name="sum_multiplied_and_added")
         expect(calls == pairs, f"sum_multiplied_and_added should call func once per tuple, in order; it called it "
-                               f"with {calls}, expected {pairs}. Hint: `func(x, y)` for each `(x, y)`")
-        want = sum(100 * x - y for x, y in pairs)
-        expect(got == want, f"sum_multiplied_and_added returned {got!r}, expected {want} (the sum of func(x, y))")
+                               f"with {calls}, expected {pairs}. Hint: `func(a, b)` for each `(a, b)`")
+        want = sum(100 * a - b for a, b in pairs)
+        expect(got == want, f"sum_multiplied_and_added returned {got!r}, expected {want} (the sum of func(a, b))")
         empty = call(fn, spy, [], name="sum_multiplied_and_added")
         expect(empty == 0, f"for an empty list the sum is 0, got {empty!r}")
         return f"calls func once per tuple and sums the results ({len(pairs)} tuples)"
