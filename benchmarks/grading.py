@@ -38,7 +38,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="default: one per CPU core")
     args = parser.parse_args()
     cases = _load_fixtures().kernel_submissions(include_destructive=False)
-    honest = [cases[name] for name in ("honest_correct.ipynb", "honest_partial.ipynb", "honest_stub.ipynb")]
+    honest = [
+        cases[name]
+        for name in ("honest_correct.ipynb", "honest_partial.ipynb", "honest_stub.ipynb")
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "submissions"
         folder.mkdir()
@@ -50,19 +53,29 @@ def main() -> None:
         workers = args.workers or os.cpu_count() or 1
         load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
         start = time.perf_counter()
-        results = grade_folder("00", folder, Path(tmp) / "out", Settings(workers=workers),
-                               progress=lambda r: print(f"  {r.submission}: {r.total:g} {r.error}", file=sys.stderr,
-                                                        flush=True))
+        results = grade_folder(
+            "00",
+            folder,
+            Path(tmp) / "out",
+            Settings(workers=workers),
+            progress=lambda r: print(
+                f"  {r.submission}: {r.total:g} {r.error}", file=sys.stderr, flush=True
+            ),
+        )
         wall = time.perf_counter() - start
     total = sum(r.total for r in results)
     errors = sum(1 for r in results if r.error)
     levels = sorted({r.isolation for r in results if r.isolation}) or ["limits only"]
-    print(f"lesson 00: {len(results)} submissions, {workers} workers, isolation {'; '.join(levels)} "
-          f"(root: {can_isolate()}), {os.cpu_count()} CPU cores, load average before/after "
-          f"{load_before:.1f}/{os.getloadavg()[0]:.1f}")
+    print(
+        f"lesson 00: {len(results)} submissions, {workers} workers, isolation {'; '.join(levels)} "
+        f"(root: {can_isolate()}), {os.cpu_count()} CPU cores, load average before/after "
+        f"{load_before:.1f}/{os.getloadavg()[0]:.1f}"
+    )
     print(f"points {total:g} (expected {expected_total}), rows with errors {errors}")
-    print(f"wall time {wall:.1f} s, {len(results) / wall * 60:.1f} submissions per minute, "
-          f"{wall / len(results):.1f} s per submission")
+    print(
+        f"wall time {wall:.1f} s, {len(results) / wall * 60:.1f} submissions per minute, "
+        f"{wall / len(results):.1f} s per submission"
+    )
 
 
 if __name__ == "__main__":

@@ -25,35 +25,59 @@ from course_utils.facts import get_fact, load_facts
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fact", default="eiffel_tower_city", help="id of a fact in course_utils/data/facts.json")
-    parser.add_argument("--kind", default="hidden", choices=tracing.KINDS, help="kind for the fast/reference comparison")
-    parser.add_argument("--kinds", action="store_true", help="also time the fast engine on all three kinds")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--fact", default="eiffel_tower_city", help="id of a fact in course_utils/data/facts.json"
+    )
+    parser.add_argument(
+        "--kind",
+        default="hidden",
+        choices=tracing.KINDS,
+        help="kind for the fast/reference comparison",
+    )
+    parser.add_argument(
+        "--kinds", action="store_true", help="also time the fast engine on all three kinds"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--positions", type=int, nargs="*", default=None,
-                        help="trace only these positions (default: all); the ratio then covers those rows only")
+    parser.add_argument(
+        "--positions",
+        type=int,
+        nargs="*",
+        default=None,
+        help="trace only these positions (default: all); the ratio then covers those rows only",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     model = load_model(device="cpu")
     fact = get_fact(args.fact)
-    scale = tracing.NOISE_MULTIPLIER * tracing.subject_embedding_std(model, [f["subject"] for f in load_facts()])
+    scale = tracing.NOISE_MULTIPLIER * tracing.subject_embedding_std(
+        model, [f["subject"] for f in load_facts()]
+    )
     common = (model, fact["prompt"], fact["subject"], fact["answer"], args.kind)
-    print(f"fact: {fact['prompt']!r} -> {fact['answer']!r}; subject {fact['subject']!r}; "
-          f"{model.to_tokens(fact['prompt']).shape[1]} tokens; torch threads {torch.get_num_threads()}")
+    print(
+        f"fact: {fact['prompt']!r} -> {fact['answer']!r}; subject {fact['subject']!r}; "
+        f"{model.to_tokens(fact['prompt']).shape[1]} tokens; torch threads {torch.get_num_threads()}"
+    )
     tracing.trace(*common, noise_scale=scale, layers=[0], positions=[1], progress=False)  # warm-up
 
     start = time.perf_counter()
     fast = tracing.trace(*common, noise_scale=scale, positions=args.positions, progress=False)
     fast_s = time.perf_counter() - start
     start = time.perf_counter()
-    reference = tracing.trace_reference(*common, noise_scale=scale, positions=args.positions, progress=True)
+    reference = tracing.trace_reference(
+        *common, noise_scale=scale, positions=args.positions, progress=True
+    )
     reference_s = time.perf_counter() - start
     diff = float(torch.nan_to_num(fast.scores - reference.scores).abs().max())
     rows = "all positions" if args.positions is None else f"positions {args.positions}"
-    print(f"{args.kind}, {rows}: reference {reference_s:.1f} s, fast {fast_s:.1f} s, "
-          f"speed-up {reference_s / fast_s:.1f}x, max |diff| {diff:.1e}")
+    print(
+        f"{args.kind}, {rows}: reference {reference_s:.1f} s, fast {fast_s:.1f} s, "
+        f"speed-up {reference_s / fast_s:.1f}x, max |diff| {diff:.1e}"
+    )
     if diff > 1e-5:
         raise SystemExit(f"the engines disagree: max |diff| {diff:.1e} > 1e-5")
 
@@ -61,20 +85,39 @@ def main() -> None:
         total = 0.0
         for kind in tracing.KINDS:
             start = time.perf_counter()
-            tracing.trace(model, fact["prompt"], fact["subject"], fact["answer"], kind, noise_scale=scale, progress=False)
+            tracing.trace(
+                model,
+                fact["prompt"],
+                fact["subject"],
+                fact["answer"],
+                kind,
+                noise_scale=scale,
+                progress=False,
+            )
             elapsed = time.perf_counter() - start
             total += elapsed
             print(f"fast {kind}: {elapsed:.1f} s")
         print(f"all three kinds, one trace() each: {total:.1f} s")
         with counting_matrix_products() as count:
             start = time.perf_counter()
-            tracing.trace_all_kinds(model, fact["prompt"], fact["subject"], fact["answer"], noise_scale=scale, progress=False)
+            tracing.trace_all_kinds(
+                model,
+                fact["prompt"],
+                fact["subject"],
+                fact["answer"],
+                noise_scale=scale,
+                progress=False,
+            )
             elapsed = time.perf_counter() - start
         peak = sgemm_peak()
-        print(f"all three kinds, trace_all_kinds (shared clean/corrupted runs): {elapsed:.1f} s, of which matrix products "
-              f"{count['flop'] / 1e12:.2f} TFLOP in {count['seconds']:.1f} s ({count['flop'] / count['seconds'] / 1e9:.0f} GFLOP/s)")
-        print(f"this CPU's float32 matrix-product peak, measured now: {peak / 1e9:.0f} GFLOP/s, so the matrix products "
-              f"alone need at least {count['flop'] / peak:.1f} s")
+        print(
+            f"all three kinds, trace_all_kinds (shared clean/corrupted runs): {elapsed:.1f} s, of which matrix products "
+            f"{count['flop'] / 1e12:.2f} TFLOP in {count['seconds']:.1f} s ({count['flop'] / count['seconds'] / 1e9:.0f} GFLOP/s)"
+        )
+        print(
+            f"this CPU's float32 matrix-product peak, measured now: {peak / 1e9:.0f} GFLOP/s, so the matrix products "
+            f"alone need at least {count['flop'] / peak:.1f} s"
+        )
 
 
 @contextmanager

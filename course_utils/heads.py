@@ -19,7 +19,7 @@ Shapes use the course's dimension names: ``batch pos d_model d_vocab n_heads d_h
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float
@@ -28,7 +28,7 @@ from torch import Tensor
 
 def logit_diff(
     logits: Float[Tensor, "batch pos d_vocab"], answer_id: int, foil_id: int
-) -> Float[Tensor, "batch"]:
+) -> Float[Tensor, " batch"]:
     """logit(answer) − logit(foil) at the last position, one value per batch row.
 
     A difference against a named foil cancels every shift shared by all tokens (the final norm's
@@ -240,7 +240,7 @@ def head_patching(
     return out
 
 
-def _patch_layer(w, base, source, layer: int, cos, sin, direction) -> Float[Tensor, "n_heads"]:
+def _patch_layer(w, base, source, layer: int, cos, sin, direction) -> Float[Tensor, " n_heads"]:
     """The logit difference after patching each head of ``layer`` in turn (one row per head)."""
     from .tracing import _block, _mlp, _rms
 

@@ -25,20 +25,22 @@ Every hook made here:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 Positions = Union[int, Sequence[int], slice, Tensor]
-HookFn = Callable[[Tensor, Any], Union[Tensor, None]]
+HookFn = Callable[[Tensor, Any], Tensor | None]
 
 # hook points whose dim 1 is not `pos`: [batch, n_heads, query_pos, key_pos]
 _NOT_POS_FIRST = ("hook_pattern", "hook_attn_scores")
 
 
 # ---- positions -----------------------------------------------------------------------------------
+
 
 def _normalize_positions(positions: Positions) -> list[int] | slice:
     """``positions`` as a list of ints or a slice; raises a readable error for anything else."""
@@ -50,15 +52,21 @@ def _normalize_positions(positions: Positions) -> list[int] | slice:
         return [positions]
     if isinstance(positions, Tensor):
         if positions.dtype in (torch.bool,) or positions.is_floating_point() or positions.ndim > 1:
-            raise TypeError(f"a positions tensor must be 1-D integer, got dtype {positions.dtype}, "
-                            f"shape {tuple(positions.shape)}")
+            raise TypeError(
+                f"a positions tensor must be 1-D integer, got dtype {positions.dtype}, "
+                f"shape {tuple(positions.shape)}"
+            )
         positions = positions.tolist()
     try:
         result = list(positions)  # a copy: later changes to the caller's list do not reach the hook
     except TypeError:
-        raise TypeError(f"positions must be an int, a list of ints or a slice, got {type(positions).__name__}") from None
+        raise TypeError(
+            f"positions must be an int, a list of ints or a slice, got {type(positions).__name__}"
+        ) from None
     if not result:
-        raise ValueError("positions is empty: the hook would change nothing. Pass at least one position.")
+        raise ValueError(
+            "positions is empty: the hook would change nothing. Pass at least one position."
+        )
     for p in result:
         if isinstance(p, bool) or not isinstance(p, int):
             raise TypeError(f"positions must hold ints, got {p!r} ({type(p).__name__})")
@@ -75,20 +83,27 @@ def _check_activation(activation: Tensor, positions: list[int] | slice, hook: An
     if not isinstance(activation, Tensor):
         raise TypeError(f"{name}: expected a tensor activation, got {type(activation).__name__}")
     if activation.ndim < 2:
-        raise ValueError(f"{name}: activation has shape {tuple(activation.shape)}; position hooks need "
-                         "[batch, pos, ...] (did you drop the batch dimension?)")
+        raise ValueError(
+            f"{name}: activation has shape {tuple(activation.shape)}; position hooks need "
+            "[batch, pos, ...] (did you drop the batch dimension?)"
+        )
     if str(name).endswith(_NOT_POS_FIRST):
-        raise ValueError(f"{name} is [batch, n_heads, query_pos, key_pos]; these hooks index dim 1 as pos. "
-                         "Hook a [batch, pos, ...] point (hook_resid_pre, hook_attn_out, attn.hook_z) instead.")
+        raise ValueError(
+            f"{name} is [batch, n_heads, query_pos, key_pos]; these hooks index dim 1 as pos. "
+            "Hook a [batch, pos, ...] point (hook_resid_pre, hook_attn_out, attn.hook_z) instead."
+        )
     if isinstance(positions, list):
         n_pos = activation.shape[1]
         bad = [p for p in positions if not -n_pos <= p < n_pos]
         if bad:
-            raise IndexError(f"{name}: positions {bad} do not exist; the activation has shape "
-                             f"{tuple(activation.shape)} [batch, pos, ...], so pos runs from 0 to {n_pos - 1}")
+            raise IndexError(
+                f"{name}: positions {bad} do not exist; the activation has shape "
+                f"{tuple(activation.shape)} [batch, pos, ...], so pos runs from 0 to {n_pos - 1}"
+            )
 
 
 # ---- factories -----------------------------------------------------------------------------------
+
 
 def make_zero_ablation(positions: Positions) -> HookFn:
     """A hook setting ``activation[:, positions]`` to zero.
@@ -109,14 +124,16 @@ def make_zero_ablation(positions: Positions) -> HookFn:
 def make_mean_ablation(mean: Tensor, positions: Positions) -> HookFn:
     """A hook replacing ``activation[:, positions]`` with ``mean``, the same for every batch item.
 
-    mean: Float[Tensor, "d_model"] (one vector for every position) or Float[Tensor, "n_positions d_model"]
+    mean: Float[Tensor, " d_model"] (one vector for every position) or Float[Tensor, "n_positions d_model"]
         (one per selected position); anything that broadcasts to ``activation[:, positions]``.
     activation: Float[Tensor, "batch pos ..."] -> the same shape, a new tensor.
     """
     if not isinstance(mean, Tensor):
         raise TypeError(f"mean must be a tensor, got {type(mean).__name__}")
     index = _normalize_positions(positions)
-    mean = mean.detach().clone()  # the hook keeps its own copy: editing the caller's tensor changes nothing
+    mean = (
+        mean.detach().clone()
+    )  # the hook keeps its own copy: editing the caller's tensor changes nothing
 
     def mean_ablation_hook(activation: Tensor, hook: Any = None) -> Tensor:
         _check_activation(activation, index, hook)
@@ -125,9 +142,11 @@ def make_mean_ablation(mean: Tensor, positions: Positions) -> HookFn:
         try:
             torch.broadcast_shapes(mean.shape, target_shape)
         except RuntimeError:
-            raise ValueError(f"{_hook_name(hook)}: mean has shape {tuple(mean.shape)} but activation[:, positions] "
-                             f"has shape {tuple(target_shape)} [batch, n_positions, ...]; pass a [d_model] vector "
-                             "or one row per selected position") from None
+            raise ValueError(
+                f"{_hook_name(hook)}: mean has shape {tuple(mean.shape)} but activation[:, positions] "
+                f"has shape {tuple(target_shape)} [batch, n_positions, ...]; pass a [d_model] vector "
+                "or one row per selected position"
+            ) from None
         ablated[:, index] = mean.to(device=ablated.device, dtype=ablated.dtype)
         return ablated
 
@@ -149,8 +168,10 @@ def make_patch_from(cache: Any, name: str, positions: Positions) -> HookFn:
     except KeyError:
         keys = list(cache.keys()) if hasattr(cache, "keys") else []
         shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
-        raise KeyError(f"{name!r} is not in the cache (it holds {len(keys)} names: {shown}). Cache it with "
-                       f"run_with_cache(tokens, names_filter=[{name!r}]).") from None
+        raise KeyError(
+            f"{name!r} is not in the cache (it holds {len(keys)} names: {shown}). Cache it with "
+            f"run_with_cache(tokens, names_filter=[{name!r}])."
+        ) from None
     if not isinstance(source, Tensor):
         raise TypeError(f"cache[{name!r}] should be a tensor, got {type(source).__name__}")
     source = source.detach()
@@ -158,12 +179,16 @@ def make_patch_from(cache: Any, name: str, positions: Positions) -> HookFn:
     def patch_hook(activation: Tensor, hook: Any = None) -> Tensor:
         _check_activation(activation, index, hook)
         if source.ndim != activation.ndim or source.shape[1:] != activation.shape[1:]:
-            raise ValueError(f"{_hook_name(hook)}: cached {name!r} has shape {tuple(source.shape)}, the activation "
-                             f"{tuple(activation.shape)}. Patch between prompts with the same number of tokens, "
-                             "at the hook point you cached.")
+            raise ValueError(
+                f"{_hook_name(hook)}: cached {name!r} has shape {tuple(source.shape)}, the activation "
+                f"{tuple(activation.shape)}. Patch between prompts with the same number of tokens, "
+                "at the hook point you cached."
+            )
         if source.shape[0] not in (1, activation.shape[0]):
-            raise ValueError(f"{_hook_name(hook)}: cached batch size {source.shape[0]} cannot fill a batch of "
-                             f"{activation.shape[0]}; cache one prompt (batch 1) or the same batch size")
+            raise ValueError(
+                f"{_hook_name(hook)}: cached batch size {source.shape[0]} cannot fill a batch of "
+                f"{activation.shape[0]}; cache one prompt (batch 1) or the same batch size"
+            )
         patched = activation.clone()
         patched[:, index] = source[:, index].to(device=patched.device, dtype=patched.dtype)
         return patched
@@ -171,8 +196,13 @@ def make_patch_from(cache: Any, name: str, positions: Positions) -> HookFn:
     return patch_hook
 
 
-def make_noise_hook(positions: Positions, scale: float, *, seed: int | None = 0,
-                    generator: torch.Generator | None = None) -> HookFn:
+def make_noise_hook(
+    positions: Positions,
+    scale: float,
+    *,
+    seed: int | None = 0,
+    generator: torch.Generator | None = None,
+) -> HookFn:
     """A hook adding Gaussian noise with standard deviation ``scale`` to ``activation[:, positions]``.
 
     With ``seed`` (the default, 0) every forward pass gets the same noise, so a run repeats exactly;
@@ -181,11 +211,15 @@ def make_noise_hook(positions: Positions, scale: float, *, seed: int | None = 0,
     activation: Float[Tensor, "batch pos ..."] -> the same shape, a new tensor.
     """
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0:
-        raise ValueError(f"scale must be a number >= 0 (the noise's standard deviation), got {scale!r}")
+        raise ValueError(
+            f"scale must be a number >= 0 (the noise's standard deviation), got {scale!r}"
+        )
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if generator is None and seed is None:
-        raise ValueError("pass a seed (same noise every run) or a generator (fresh noise every run)")
+        raise ValueError(
+            "pass a seed (same noise every run) or a generator (fresh noise every run)"
+        )
     index = _normalize_positions(positions)
 
     def noise_hook(activation: Tensor, hook: Any = None) -> Tensor:
@@ -201,6 +235,7 @@ def make_noise_hook(positions: Positions, scale: float, *, seed: int | None = 0,
 
 
 # ---- hook points and hygiene -----------------------------------------------------------------------
+
 
 def hook_names(model, match: str | Callable[[str], bool] | None = None) -> list[str]:
     """Names of the model's hook points, in the bridge's order, optionally filtered.
@@ -238,8 +273,12 @@ def attached_hook_count(model, including_permanent: bool = True) -> int:
 
 
 @torch.no_grad()
-def answer_probs_with_hooks(model, tokens: Int[Tensor, "batch pos"], answer_id: int,
-                            fwd_hooks: Sequence[tuple[Any, HookFn]] = ()) -> Float[Tensor, "batch"]:
+def answer_probs_with_hooks(
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    answer_id: int,
+    fwd_hooks: Sequence[tuple[Any, HookFn]] = (),
+) -> Float[Tensor, " batch"]:
     """p(answer) at the last position of each prompt, with ``fwd_hooks`` attached for this one run."""
     logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))
     return logits[:, -1].float().softmax(dim=-1)[:, answer_id]

@@ -10,7 +10,8 @@ Ranks are 1-based throughout the course: rank 1 is the model's top prediction (`
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -32,8 +33,9 @@ def answer_token_id(model, answer: str) -> int:
 
 
 @torch.no_grad()
-def next_token_probs(model, prompt: str | Int[Tensor, "batch pos"],
-                     fwd_hooks: Sequence[tuple[Any, Callable]] = ()) -> Float[Tensor, "batch d_vocab"]:
+def next_token_probs(
+    model, prompt: str | Int[Tensor, "batch pos"], fwd_hooks: Sequence[tuple[Any, Callable]] = ()
+) -> Float[Tensor, "batch d_vocab"]:
     """Probability of every vocabulary token at the last position of each prompt, optionally with
     ``fwd_hooks`` (``[(hook point name, hook_fn)]``, lesson 02) attached for this one run."""
     tokens = model.to_tokens(prompt) if isinstance(prompt, str) else prompt
@@ -46,15 +48,17 @@ def answer_prob(model, prompt: str, answer: str) -> float:
     return float(next_token_probs(model, prompt)[0, answer_token_id(model, answer)])
 
 
-def top_tokens(model, probs: Float[Tensor, "d_vocab"], k: int = 5) -> list[tuple[str, float]]:
+def top_tokens(model, probs: Float[Tensor, " d_vocab"], k: int = 5) -> list[tuple[str, float]]:
     """The ``k`` most likely tokens of one distribution as ``(token string, probability)``, most likely first."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if probs.ndim != 1:
-        raise ValueError(f"expected one distribution of shape [d_vocab], got shape {tuple(probs.shape)}; "
-                         "index the batch first, e.g. probs[0]")
+        raise ValueError(
+            f"expected one distribution of shape [d_vocab], got shape {tuple(probs.shape)}; "
+            "index the batch first, e.g. probs[0]"
+        )
     values, indices = probs.topk(k)
-    return [(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices)]
+    return [(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices, strict=False)]
 
 
 def top_predictions(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:

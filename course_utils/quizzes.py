@@ -65,11 +65,16 @@ class QuizInputError(ValueError):
 class QuizFailed(CheckFailed):
     """A graded quiz answer that is wrong or missing. IPython shows one line instead of a traceback."""
 
-    def _render_traceback_(self) -> list[str]:  # IPython calls this instead of printing the traceback
-        return [f"{self.result.exercise}: not passed yet (see the line above); change your answer and re-run."]
+    def _render_traceback_(
+        self,
+    ) -> list[str]:  # IPython calls this instead of printing the traceback
+        return [
+            f"{self.result.exercise}: not passed yet (see the line above); change your answer and re-run."
+        ]
 
 
 # ---- hashing and sealing --------------------------------------------------------------------------
+
 
 def _digest(salt: str, purpose: str, response: str) -> str:
     return hashlib.sha256(f"{salt}\x1f{purpose}\x1f{response}".encode()).hexdigest()
@@ -85,22 +90,23 @@ def _keystream(key: str, length: int) -> bytes:
 
 def _seal(text: str, key: str) -> str:
     data = text.encode()
-    return base64.b64encode(bytes(a ^ b for a, b in zip(data, _keystream(key, len(data))))).decode()
+    return base64.b64encode(bytes(a ^ b for a, b in zip(data, _keystream(key, len(data)), strict=False))).decode()
 
 
 def _unseal(token: str, key: str) -> str:
     data = base64.b64decode(token)
-    return bytes(a ^ b for a, b in zip(data, _keystream(key, len(data)))).decode()
+    return bytes(a ^ b for a, b in zip(data, _keystream(key, len(data)), strict=False)).decode()
 
 
 # ---- responses --------------------------------------------------------------------------------------
+
 
 def _kind_help(question: dict) -> str:
     if question["kind"] == "choice":
         return f"one of the letters {', '.join(repr(k) for k in question['options'])}"
     if question["kind"] in ("numeric", "prediction"):
         return "a number (an int or a float, e.g. 0.25)"
-    return "a short piece of code, as a string (e.g. \"[1, 2]\")"
+    return 'a short piece of code, as a string (e.g. "[1, 2]")'
 
 
 def candidate_forms(question: dict, response: Any) -> list[str]:
@@ -117,13 +123,17 @@ def candidate_forms(question: dict, response: Any) -> list[str]:
             try:
                 response = float(response.strip())
             except ValueError:
-                raise QuizInputError(f"expected {_kind_help(question)}, got the text {response!r}") from None
+                raise QuizInputError(
+                    f"expected {_kind_help(question)}, got the text {response!r}"
+                ) from None
         if isinstance(response, bool):
             raise QuizInputError(f"expected {_kind_help(question)}, got the bool {response!r}")
         try:
             value = float(response)  # ints, floats, NumPy and one-element torch scalars
         except (TypeError, ValueError, RuntimeError):
-            raise QuizInputError(f"expected {_kind_help(question)}, got {type(response).__name__} {response!r}") from None
+            raise QuizInputError(
+                f"expected {_kind_help(question)}, got {type(response).__name__} {response!r}"
+            ) from None
         if not math.isfinite(value):
             raise QuizInputError(f"expected a finite number, got {value}")
         if kind == "prediction":
@@ -131,22 +141,38 @@ def candidate_forms(question: dict, response: Any) -> list[str]:
         bucket = math.floor(value / question["tolerance"])
         return [str(bucket + offset) for offset in (0, -1, 1)]
     if not isinstance(response, str):
-        raise QuizInputError(f"expected {_kind_help(question)}, got {type(response).__name__} {response!r}; "
-                             "put the code in quotes")
+        raise QuizInputError(
+            f"expected {_kind_help(question)}, got {type(response).__name__} {response!r}; "
+            "put the code in quotes"
+        )
     return ["".join(response.split())]
 
 
 # ---- building a bank from the author's spec ---------------------------------------------------------
 
+
 def _accepted(question: dict) -> list[tuple[str, bool, str]]:
     """(normalised response, correct?, feedback) for every response the bank stores."""
     kind = question["kind"]
     if kind == "choice":
-        if question["answer"] not in question["options"] or set(question["explanations"]) != set(question["options"]):
-            raise ValueError(f"{question['id']}: the answer must be an option and every option needs an explanation")
-        return [(key, key == question["answer"], question["explanations"][key]) for key in question["options"]]
+        if question["answer"] not in question["options"] or set(question["explanations"]) != set(
+            question["options"]
+        ):
+            raise ValueError(
+                f"{question['id']}: the answer must be an option and every option needs an explanation"
+            )
+        return [
+            (key, key == question["answer"], question["explanations"][key])
+            for key in question["options"]
+        ]
     if kind == "numeric":
-        return [(str(math.floor(question["answer"] / question["tolerance"])), True, question["explanation"])]
+        return [
+            (
+                str(math.floor(question["answer"] / question["tolerance"])),
+                True,
+                question["explanation"],
+            )
+        ]
     return [("".join(form.split()), True, question["explanation"]) for form in question["answers"]]
 
 
@@ -158,12 +184,23 @@ def build_bank(spec: dict) -> dict:
             raise ValueError(f"{question.get('id')}: kind must be one of {KINDS}")
         if question["kind"] == "prediction":  # no key: nothing to hash or seal
             if {"answer", "answers", "explanation", "explanations"} & set(question):
-                raise ValueError(f"{question['id']}: a prediction has no answer key or explanation; "
-                                 "put the reading of the result in a choice question after it")
-            questions.append({"id": question["id"], "kind": "prediction", "question": question["question"]})
+                raise ValueError(
+                    f"{question['id']}: a prediction has no answer key or explanation; "
+                    "put the reading of the result in a choice question after it"
+                )
+            questions.append(
+                {"id": question["id"], "kind": "prediction", "question": question["question"]}
+            )
             continue
-        salt = hmac.new(spec["secret"].encode(), question["id"].encode(), hashlib.sha256).hexdigest()[:32]
-        entry = {"id": question["id"], "kind": question["kind"], "question": question["question"], "salt": salt}
+        salt = hmac.new(
+            spec["secret"].encode(), question["id"].encode(), hashlib.sha256
+        ).hexdigest()[:32]
+        entry = {
+            "id": question["id"],
+            "kind": question["kind"],
+            "question": question["question"],
+            "salt": salt,
+        }
         if question["kind"] == "choice":
             entry["options"] = question["options"]
         else:
@@ -171,9 +208,11 @@ def build_bank(spec: dict) -> dict:
         if question["kind"] == "numeric":
             entry["tolerance"] = question["tolerance"]
         entry["entries"] = {
-            _digest(salt, "answer", form): _seal(json.dumps({"correct": correct, "text": text}),
-                                                 _digest(salt, "feedback", form))
-            for form, correct, text in _accepted(question)}
+            _digest(salt, "answer", form): _seal(
+                json.dumps({"correct": correct, "text": text}), _digest(salt, "feedback", form)
+            )
+            for form, correct, text in _accepted(question)
+        }
         questions.append(entry)
     ids = [q["id"] for q in questions]
     if len(set(ids)) != len(ids):
@@ -182,6 +221,7 @@ def build_bank(spec: dict) -> dict:
 
 
 # ---- feedback ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class Feedback:
@@ -211,7 +251,9 @@ class Quiz:
 
     def _question(self, qid: Any) -> dict:
         if not isinstance(qid, str) or qid not in self.questions:
-            raise QuizInputError(f"unknown question {qid!r}; this quiz has {', '.join(self.questions)}")
+            raise QuizInputError(
+                f"unknown question {qid!r}; this quiz has {', '.join(self.questions)}"
+            )
         return self.questions[qid]
 
     def evaluate(self, qid: str, response: Any) -> Feedback:
@@ -219,7 +261,9 @@ class Quiz:
         (and for a prediction, which has no key to judge against)."""
         question = self._question(qid)
         if question["kind"] == "prediction":
-            raise QuizInputError(f"{qid} is an ungraded prediction: record it with answer({qid!r}, value)")
+            raise QuizInputError(
+                f"{qid} is an ungraded prediction: record it with answer({qid!r}, value)"
+            )
         forms = candidate_forms(question, response)
         shown = forms[0] if question["kind"] != "numeric" else f"{float(response):.4g}"
         for form in forms:
@@ -244,14 +288,18 @@ class Quiz:
         return self.predictions[qid]
 
     def _prediction_line(self, qid: str) -> str:
-        return (f"📝 {self.exercise_id(qid)}: prediction recorded ({self.predictions[qid]:.4g}), not graded; "
-                "the cells below measure it")
+        return (
+            f"📝 {self.exercise_id(qid)}: prediction recorded ({self.predictions[qid]:.4g}), not graded; "
+            "the cells below measure it"
+        )
 
     def compare(self, qid: str, measured: float, digits: int = 3) -> str:
         """One line: the learner's recorded prediction for ``qid`` next to the ``measured`` value."""
         self._question(qid)
         guess = self.predictions.get(qid)
-        said = f"you predicted {guess:.{digits}f}" if guess is not None else "no prediction recorded"
+        said = (
+            f"you predicted {guess:.{digits}f}" if guess is not None else "no prediction recorded"
+        )
         return f"{self.exercise_id(qid)}: {said}; measured {float(measured):.{digits}f}"
 
     def answer(self, qid: str, response: Any) -> bool:
@@ -275,8 +323,10 @@ class Quiz:
         """For graded cells: like ``answer``, but a wrong, missing or unusable answer raises ``QuizFailed``."""
         __tracebackhide__ = True
         if isinstance(qid, str) and self.questions.get(qid, {}).get("kind") == "prediction":
-            raise QuizInputError(f"{qid} is an ungraded prediction and cannot be checked: record it with "
-                                 f"answer({qid!r}, value) and grade a choice question about the result")
+            raise QuizInputError(
+                f"{qid} is an ungraded prediction and cannot be checked: record it with "
+                f"answer({qid!r}, value) and grade a choice question about the result"
+            )
         try:
             result = self._record(qid, self.evaluate(qid, response))
         except QuizInputError as error:
@@ -295,10 +345,14 @@ class Quiz:
             example = next(iter(question["options"]))
             lines.append(f'Answer with answer("{qid}", "{example}") or in the answer cell below.')
         elif question["kind"] == "prediction":
-            lines.append(f'Not graded: write down your guess, or record it with answer("{qid}", 0.25), '
-                         "before you run the measurement.")
+            lines.append(
+                f'Not graded: write down your guess, or record it with answer("{qid}", 0.25), '
+                "before you run the measurement."
+            )
         else:
-            lines.append(f'Answer with {_kind_help(question)}: answer("{qid}", ...) or in the answer cell below.')
+            lines.append(
+                f'Answer with {_kind_help(question)}: answer("{qid}", ...) or in the answer cell below.'
+            )
         return "\n".join(lines)
 
     def widget(self, qid: str):
@@ -310,16 +364,25 @@ class Quiz:
         import ipywidgets as widgets
 
         question = self._question(qid)
-        title = widgets.HTML(f"<b>{html.escape(self.exercise_id(qid))}</b> {html.escape(question['question'])}")
+        title = widgets.HTML(
+            f"<b>{html.escape(self.exercise_id(qid))}</b> {html.escape(question['question'])}"
+        )
         if question["kind"] == "choice":
-            entry = widgets.RadioButtons(options=[(f"{k}) {v}", k) for k, v in question["options"].items()],
-                                         value=None, layout=widgets.Layout(width="auto"))
+            entry = widgets.RadioButtons(
+                options=[(f"{k}) {v}", k) for k, v in question["options"].items()],
+                value=None,
+                layout=widgets.Layout(width="auto"),
+            )
         elif question["kind"] in ("numeric", "prediction"):
             entry = widgets.Text(placeholder="a number, e.g. 0.25")
         else:
-            entry = widgets.Text(placeholder="code, e.g. [1, 2]", layout=widgets.Layout(width="60%"))
+            entry = widgets.Text(
+                placeholder="code, e.g. [1, 2]", layout=widgets.Layout(width="60%")
+            )
         predicting = question["kind"] == "prediction"
-        button = widgets.Button(description="Record" if predicting else "Check", button_style="primary")
+        button = widgets.Button(
+            description="Record" if predicting else "Check", button_style="primary"
+        )
         feedback = widgets.HTML("")
 
         def on_click(_button=None):
@@ -405,7 +468,9 @@ def main(argv: list[str]) -> int:
                 bank_path.write_text(text)
                 print(f"wrote {bank_path}")
             elif not bank_path.exists() or bank_path.read_text() != text:
-                print(f"out of date: {bank_path} (run: python -m course_utils.quizzes build {spec_path})")
+                print(
+                    f"out of date: {bank_path} (run: python -m course_utils.quizzes build {spec_path})"
+                )
                 status = 1
         return status
     print(__doc__)

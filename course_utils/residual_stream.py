@@ -28,7 +28,7 @@ gives the model's logits (and the same log-probabilities).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -41,13 +41,15 @@ COMPONENT_KINDS = ("embed", "attn", "mlp")
 # The forward pass from parts
 # ---------------------------------------------------------------------------------------------
 
+
 def embed(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
     """x_0 = W_E[t]: one row of the embedding matrix per token (no positional vector: rotary)."""
     return model.W_E[tokens]
 
 
-def expand_kv_heads(kv: Float[Tensor, "batch pos n_kv_heads d_head"],
-                    n_heads: int) -> Float[Tensor, "batch pos n_heads d_head"]:
+def expand_kv_heads(
+    kv: Float[Tensor, "batch pos n_kv_heads d_head"], n_heads: int
+) -> Float[Tensor, "batch pos n_heads d_head"]:
     """Grouped-query attention: query head ``h`` reads key/value head ``h // (n_heads // n_kv_heads)``.
 
     With 9 query heads and 3 key/value heads, heads 0-2 share KV head 0, heads 3-5 KV head 1, heads
@@ -59,8 +61,9 @@ def expand_kv_heads(kv: Float[Tensor, "batch pos n_kv_heads d_head"],
     return kv.repeat_interleave(n_heads // n_kv_heads, dim=-2)
 
 
-def attention_z(pattern: Float[Tensor, "batch n_heads pos pos"],
-                v: Float[Tensor, "batch pos n_kv_heads d_head"]) -> Float[Tensor, "batch pos n_heads d_head"]:
+def attention_z(
+    pattern: Float[Tensor, "batch n_heads pos pos"], v: Float[Tensor, "batch pos n_kv_heads d_head"]
+) -> Float[Tensor, "batch pos n_heads d_head"]:
     """z = the attention-weighted sum of values, per query head (what ``attn.hook_z`` holds).
 
     ``pattern[b, h, q, k]`` is how much query position ``q`` of head ``h`` attends to key position ``k``.
@@ -69,8 +72,9 @@ def attention_z(pattern: Float[Tensor, "batch n_heads pos pos"],
     return torch.einsum("bhqk,bkhd->bqhd", pattern, v_per_head)
 
 
-def head_outputs(model, z: Float[Tensor, "batch pos n_heads d_head"],
-                 layer: int) -> Float[Tensor, "batch pos n_heads d_model"]:
+def head_outputs(
+    model, z: Float[Tensor, "batch pos n_heads d_head"], layer: int
+) -> Float[Tensor, "batch pos n_heads d_model"]:
     """What each head writes to the stream: z_h @ W_O[layer, h]. Summed over heads (this model has
     no output bias) it equals ``blocks.{layer}.hook_attn_out``."""
     return torch.einsum("bphd,hdm->bphm", z, model.W_O[layer])
@@ -83,15 +87,16 @@ def position_embeddings(model, tokens: Int[Tensor, "batch pos"]) -> tuple[Tensor
     return model.rotary_emb(dummy, positions)
 
 
-def block_forward(block, resid_pre: Float[Tensor, "batch pos d_model"],
-                  position_embeddings: tuple[Tensor, Tensor]
-                  ) -> tuple[Float[Tensor, "batch pos d_model"], Float[Tensor, "batch pos d_model"]]:
+def block_forward(
+    block, resid_pre: Float[Tensor, "batch pos d_model"], position_embeddings: tuple[Tensor, Tensor]
+) -> tuple[Float[Tensor, "batch pos d_model"], Float[Tensor, "batch pos d_model"]]:
     """One pre-norm block from its sub-layers: returns (resid_mid, resid_post).
 
     The norms only feed the sub-layers; the stream itself is never normalised.
     """
-    attn_out, _pattern = block.attn(block.ln1(resid_pre), position_embeddings=position_embeddings,
-                                    attention_mask=None)  # None: the bridge applies the causal mask
+    attn_out, _pattern = block.attn(
+        block.ln1(resid_pre), position_embeddings=position_embeddings, attention_mask=None
+    )  # None: the bridge applies the causal mask
     resid_mid = resid_pre + attn_out
     resid_post = resid_mid + block.mlp(block.ln2(resid_mid))
     return resid_mid, resid_post
@@ -103,7 +108,9 @@ def unembed(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_
 
 
 @torch.no_grad()
-def forward_from_parts(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
+def forward_from_parts(
+    model, tokens: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch pos d_vocab"]:
     """The whole model: embed, every block, final norm, unembed. Equals ``model(tokens)``."""
     resid = embed(model, tokens)
     rotary = position_embeddings(model, tokens)
@@ -116,6 +123,7 @@ def forward_from_parts(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor,
 # Decomposition, direct logit attribution, logit lens
 # ---------------------------------------------------------------------------------------------
 
+
 def component_labels(n_layers: int) -> list[str]:
     """``["embed", "attn_0", "mlp_0", "attn_1", ..., "mlp_{n_layers-1}"]``: the order they are added."""
     labels = ["embed"]
@@ -124,7 +132,9 @@ def component_labels(n_layers: int) -> list[str]:
     return labels
 
 
-def decompose_resid(cache, n_layers: int) -> tuple[Float[Tensor, "component batch pos d_model"], list[str]]:
+def decompose_resid(
+    cache, n_layers: int
+) -> tuple[Float[Tensor, "component batch pos d_model"], list[str]]:
     """The final residual stream as a stack of the terms that were added to it, in order.
 
     ``components.sum(0)`` equals ``cache[f"blocks.{n_layers-1}.hook_resid_post"]`` (up to float32
@@ -136,9 +146,12 @@ def decompose_resid(cache, n_layers: int) -> tuple[Float[Tensor, "component batc
     return torch.stack(parts), component_labels(n_layers)
 
 
-def direct_logit_attribution(model, components: Float[Tensor, "component batch pos d_model"],
-                             final_scale: Float[Tensor, "batch pos 1"],
-                             token_id: int) -> Float[Tensor, "component batch pos"]:
+def direct_logit_attribution(
+    model,
+    components: Float[Tensor, "component batch pos d_model"],
+    final_scale: Float[Tensor, "batch pos 1"],
+    token_id: int,
+) -> Float[Tensor, "component batch pos"]:
     """Each component's direct contribution to the logit of ``token_id``.
 
     The final RMSNorm divides the whole stream by one number per position (``ln_final.hook_scale``);
@@ -193,7 +206,9 @@ def _floats(values) -> list[float]:
     return [float(v) for v in values]
 
 
-def plot_direct_logit_attribution(dla: Float[Tensor, "component"], labels: Sequence[str], title: str = ""):
+def plot_direct_logit_attribution(
+    dla: Float[Tensor, " component"], labels: Sequence[str], title: str = ""
+):
     """Bar chart of per-component direct logit attribution, coloured by kind (embed / attn / mlp)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
@@ -202,7 +217,9 @@ def plot_direct_logit_attribution(dla: Float[Tensor, "component"], labels: Seque
     if len(values) != len(labels):
         raise ValueError(f"{len(values)} values but {len(labels)} labels")
     fig, ax = plt.subplots(figsize=(11, 3.6))
-    ax.bar(range(len(values)), values, color=[_COLOURS.get(_kind(lab), "tab:green") for lab in labels])
+    ax.bar(
+        range(len(values)), values, color=[_COLOURS.get(_kind(lab), "tab:green") for lab in labels]
+    )
     ax.axhline(0, color="black", linewidth=0.6)
     # one tick per five layers, at the layer's attention bar ("L0", "L5", ...); embed is the grey bar
     ticks = [i for i, lab in enumerate(labels) if lab.startswith("attn_") and int(lab[5:]) % 5 == 0]
@@ -216,8 +233,13 @@ def plot_direct_logit_attribution(dla: Float[Tensor, "component"], labels: Seque
     return fig
 
 
-def plot_logit_lens(p_answer: Float[Tensor, "layer"], top_tokens: Sequence[str], answer: str = "answer",
-                    p_top: Float[Tensor, "layer"] | None = None, title: str = ""):
+def plot_logit_lens(
+    p_answer: Float[Tensor, " layer"],
+    top_tokens: Sequence[str],
+    answer: str = "answer",
+    p_top: Float[Tensor, " layer"] | None = None,
+    title: str = "",
+):
     """p(answer) after each number of blocks, with the top-1 token written above every point."""
     import matplotlib.pyplot as plt
 
@@ -225,29 +247,45 @@ def plot_logit_lens(p_answer: Float[Tensor, "layer"], top_tokens: Sequence[str],
     fig, ax = plt.subplots(figsize=(11, 3.8))
     ax.plot(xs, _floats(p_answer), marker="o", label=f"p({answer!r})")
     if p_top is not None:
-        ax.plot(xs, _floats(p_top), marker=".", linestyle="--", color="tab:gray", label="p(top-1 token)")
-    for x, token in zip(xs, top_tokens):
-        ax.annotate(repr(token), (x, 1.02), rotation=70, fontsize=7, ha="left", va="bottom",
-                    xycoords=("data", "axes fraction"))
+        ax.plot(
+            xs, _floats(p_top), marker=".", linestyle="--", color="tab:gray", label="p(top-1 token)"
+        )
+    for x, token in zip(xs, top_tokens, strict=False):
+        ax.annotate(
+            repr(token),
+            (x, 1.02),
+            rotation=70,
+            fontsize=7,
+            ha="left",
+            va="bottom",
+            xycoords=("data", "axes fraction"),
+        )
     ax.set_ylim(0, 1)
     ax.set_xlabel("blocks applied (0 = embedding only)")
     ax.set_ylabel("probability")
-    ax.set_title(title or "Logit lens: the stream read through the final norm and unembedding", pad=60)
+    ax.set_title(
+        title or "Logit lens: the stream read through the final norm and unembedding", pad=60
+    )
     ax.legend(loc="center left")
     fig.tight_layout()
     plt.close(fig)
     return fig
 
 
-def plot_stream_norms(norms: Float[Tensor, "layer"], normed_norms: Float[Tensor, "layer"] | None = None,
-                      title: str = ""):
+def plot_stream_norms(
+    norms: Float[Tensor, " layer"],
+    normed_norms: Float[Tensor, " layer"] | None = None,
+    title: str = "",
+):
     """Norm of the residual stream after each number of blocks (and, optionally, of its normalised copy)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.plot(_floats(norms), marker="o", label="residual stream ‖x‖")
     if normed_norms is not None:
-        ax.plot(_floats(normed_norms), marker=".", label="RMSNorm(x) / gain (what a sub-layer reads)")
+        ax.plot(
+            _floats(normed_norms), marker=".", label="RMSNorm(x) / gain (what a sub-layer reads)"
+        )
     ax.set_xlabel("blocks applied")
     ax.set_ylabel("L2 norm")
     ax.set_title(title or "The stream grows; the normalised copy does not")
@@ -257,20 +295,27 @@ def plot_stream_norms(norms: Float[Tensor, "layer"], normed_norms: Float[Tensor,
     return fig
 
 
-def top_tokens_table(log_probs: Float[Tensor, "layer d_vocab"], tokenizer, k: int = 5,
-                     layers: Sequence[int] | None = None) -> list[str]:
+def top_tokens_table(
+    log_probs: Float[Tensor, "layer d_vocab"],
+    tokenizer,
+    k: int = 5,
+    layers: Sequence[int] | None = None,
+) -> list[str]:
     """One text line per layer: the k most likely tokens and their probabilities."""
     layers = range(log_probs.shape[0]) if layers is None else layers
     lines = []
     for layer in layers:
         values, ids = log_probs[layer].exp().topk(k)
-        items = "  ".join(f"{tokenizer.decode([int(i)])!r} {float(v):.2f}" for v, i in zip(values, ids))
+        items = "  ".join(
+            f"{tokenizer.decode([int(i)])!r} {float(v):.2f}" for v, i in zip(values, ids, strict=False)
+        )
         lines.append(f"after {layer:2d} blocks: {items}")
     return lines
 
 
-def logit_lens_explorer(log_probs: Float[Tensor, "layer d_vocab"], tokenizer, k: int = 8,
-                        static: bool | None = None):
+def logit_lens_explorer(
+    log_probs: Float[Tensor, "layer d_vocab"], tokenizer, k: int = 8, static: bool | None = None
+):
     """A layer slider showing the top-k tokens of the logit lens after the chosen number of blocks.
 
     Returns an ipywidgets ``VBox`` (slider + table) when ipywidgets is installed and ``static`` is not
@@ -287,7 +332,9 @@ def logit_lens_explorer(log_probs: Float[Tensor, "layer d_vocab"], tokenizer, k:
         return _logit_lens_grid(log_probs, tokenizer, k=min(k, 5))
 
     n = log_probs.shape[0]
-    slider = widgets.IntSlider(value=n - 1, min=0, max=n - 1, description="blocks", continuous_update=False)
+    slider = widgets.IntSlider(
+        value=n - 1, min=0, max=n - 1, description="blocks", continuous_update=False
+    )
     table = widgets.HTML(value=_top_k_html(log_probs[n - 1], tokenizer, k, n - 1))
 
     def show(change):
@@ -297,12 +344,12 @@ def logit_lens_explorer(log_probs: Float[Tensor, "layer d_vocab"], tokenizer, k:
     return widgets.VBox([slider, table])
 
 
-def _top_k_html(log_probs: Float[Tensor, "d_vocab"], tokenizer, k: int, layer: int) -> str:
+def _top_k_html(log_probs: Float[Tensor, " d_vocab"], tokenizer, k: int, layer: int) -> str:
     import html
 
     values, ids = log_probs.detach().exp().topk(k)
     rows = []
-    for value, token_id in zip(values.tolist(), ids.tolist()):
+    for value, token_id in zip(values.tolist(), ids.tolist(), strict=False):
         token = html.escape(repr(tokenizer.decode([token_id])))
         bar = f'<div style="background:#4c72b0;height:10px;width:{round(200 * value)}px"></div>'
         rows.append(f"<tr><td><code>{token}</code></td><td>{value:.2f}</td><td>{bar}</td></tr>")
@@ -319,8 +366,15 @@ def _logit_lens_grid(log_probs: Float[Tensor, "layer d_vocab"], tokenizer, k: in
     ax.imshow(values.detach().float().cpu().numpy(), aspect="auto", cmap="Blues", vmin=0, vmax=1)
     for layer in range(n):
         for rank in range(k):
-            ax.text(rank, layer, tokenizer.decode([int(ids[layer, rank])]).strip() or repr(tokenizer.decode([int(ids[layer, rank])])),
-                    ha="center", va="center", fontsize=7)
+            ax.text(
+                rank,
+                layer,
+                tokenizer.decode([int(ids[layer, rank])]).strip()
+                or repr(tokenizer.decode([int(ids[layer, rank])])),
+                ha="center",
+                va="center",
+                fontsize=7,
+            )
     ax.set_xticks(range(k), [f"top {r + 1}" for r in range(k)])
     ax.set_yticks(range(n))
     ax.set_ylabel("blocks applied")

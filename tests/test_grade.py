@@ -29,11 +29,15 @@ LESSON = "00_first_look"
 
 
 def _hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 # ------------------------------------------------------------------ fast: no kernel
+
 
 @pytest.fixture(scope="module")
 def lesson():
@@ -43,7 +47,9 @@ def lesson():
 def test_lesson_lists_graded_cells_and_learner_names(lesson):
     assert [c.grade_id for c in lesson.grade_cells] == ["check00_next_token_probs", "check00_top_k"]
     assert lesson.cell("check00_next_token_probs").learner_names == ["next_token_probs"]
-    assert lesson.cell("check00_top_k").learner_names == ["top_k"]  # `model`, `checks` come from the grader
+    assert lesson.cell("check00_top_k").learner_names == [
+        "top_k"
+    ]  # `model`, `checks` come from the grader
     assert all("### BEGIN HIDDEN TESTS" in c.source for c in lesson.grade_cells)
     assert lesson.max_points == 2
 
@@ -57,16 +63,24 @@ def test_invalid_files_get_a_clear_error(lesson, name):
 
 def test_plan_restores_trusted_check_cells_and_adds_missing_ones(lesson):
     nb = lesson00.kernel_submissions(False)["fake_pass.ipynb"][0]
-    nb.cells = [c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") != "check00_top_k"]
+    nb.cells = [
+        c
+        for c in nb.cells
+        if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") != "check00_top_k"
+    ]
     plan, notes = kernel_plan(read_submission(nbformat.writes(nb).encode(), lesson), lesson)
     checks = [c for c in plan if c.kind == "check"]
     assert [c.grade_id for c in checks] == ["check00_next_token_probs", "check00_top_k"]
     assert all(c.source == lesson.cell(c.grade_id).source for c in checks)  # hidden tests included
-    assert not any(c.source.startswith('print("✅ 00.') for c in plan)  # the student's fake check cells
+    assert not any(
+        c.source.startswith('print("✅ 00.') for c in plan
+    )  # the student's fake check cells
     kinds = [c.kind for c in plan]
     assert kinds[-3:] == ["begin", "check", "end"]
-    assert notes == ["check cell check00_next_token_probs had been edited: the original check ran in its place",
-                     "check cell check00_top_k was deleted: the trusted check ran at the end"]
+    assert notes == [
+        "check cell check00_next_token_probs had been edited: the original check ran in its place",
+        "check cell check00_top_k was deleted: the trusted check ran at the end",
+    ]
 
 
 def test_student_notebook_ships_no_hidden_tests_or_solutions():
@@ -84,24 +98,36 @@ def test_codec_rebuilds_plain_objects_only():
             return True
 
     encoder = codec.Encoder()
-    data = encoder.encode([Liar([1, 2]), torch.arange(4.0).as_subclass(type("T", (torch.Tensor,), {})),
-                           ("a", 1.5, None), {"k": float("nan")}, object()])
+    data = encoder.encode(
+        [
+            Liar([1, 2]),
+            torch.arange(4.0).as_subclass(type("T", (torch.Tensor,), {})),
+            ("a", 1.5, None),
+            {"k": float("nan")},
+            object(),
+        ]
+    )
     decoded = codec.Decoder(bytes(encoder.blob)).decode(json.loads(json.dumps(data)))
     liar, tensor, triple, mapping, opaque = decoded
-    assert isinstance(liar, codec.Opaque) and "Liar" in liar.type_name  # a subclass is never rebuilt
+    assert (
+        isinstance(liar, codec.Opaque) and "Liar" in liar.type_name
+    )  # a subclass is never rebuilt
     assert type(tensor) is torch.Tensor and tensor.tolist() == [0.0, 1.0, 2.0, 3.0]
     assert triple == ("a", 1.5, None) and type(triple) is tuple
     assert mapping["k"] != mapping["k"]  # nan survives
     assert isinstance(opaque, codec.Opaque) and opaque != opaque.type_name
 
 
-@pytest.mark.parametrize("bad", [
-    {"__tensor__": {"dtype": "object", "shape": [1], "offset": 0, "nbytes": 8}},
-    {"__tensor__": {"dtype": "float32", "shape": [10**6], "offset": 0, "nbytes": 4}},
-    {"__tensor__": {"dtype": "float32", "shape": [2], "offset": 4, "nbytes": 8}},
-    {"__pickle__": "gASV"},
-    {"__list__": "not a list"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"__tensor__": {"dtype": "object", "shape": [1], "offset": 0, "nbytes": 8}},
+        {"__tensor__": {"dtype": "float32", "shape": [10**6], "offset": 0, "nbytes": 4}},
+        {"__tensor__": {"dtype": "float32", "shape": [2], "offset": 4, "nbytes": 8}},
+        {"__pickle__": "gASV"},
+        {"__list__": "not a list"},
+    ],
+)
 def test_decoder_refuses_malformed_records(bad):
     with pytest.raises(codec.DecodeError):
         codec.Decoder(b"\0" * 8).decode(bad)
@@ -131,6 +157,7 @@ def test_replay_repeats_callbacks_and_in_place_edits(tmp_path):
     def make_zeroer(position):
         def hook(activation, hook=None):
             activation[:, position] = 0  # in place, returns None
+
         return hook
 
     namespace = {"apply_all": apply_all, "make_zeroer": make_zeroer, "answer": [1, "two", 3.0]}
@@ -168,6 +195,7 @@ def test_replay_repeats_callbacks_and_in_place_edits(tmp_path):
 
 # ------------------------------------------------------------------ slow: real kernels
 
+
 def _csv_name(name: str) -> str:
     """How a file name appears in the CSV: non-UTF-8 bytes escaped, formulas neutralised."""
     shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -194,13 +222,17 @@ def test_hostile_and_honest_batch(tmp_path, capfd):
     shutil.copy(SOLUTIONS / f"{LESSON}.ipynb", other / f"{LESSON}.ipynb")
     lesson = load_lesson(LESSON)
     before_inputs, before_trusted = _hashes(submissions), trusted_fingerprint(lesson)
-    settings = Settings(cell_timeout=40, other_cell_timeout=300, submission_timeout=600, memory_gb=4.5, workers=2)
+    settings = Settings(
+        cell_timeout=40, other_cell_timeout=300, submission_timeout=600, memory_gb=4.5, workers=2
+    )
     results = grade_folder(LESSON, submissions, tmp_path / "out", settings)
 
     assert _hashes(submissions) == before_inputs, "an input file was changed or deleted"
     assert trusted_fingerprint(lesson) == before_trusted, "a course file was changed during grading"
     captured = capfd.readouterr()
-    assert "RSL-RAW-FD-MARKER" not in captured.out + captured.err, "a kernel wrote to the grader's stdout/stderr"
+    assert "RSL-RAW-FD-MARKER" not in captured.out + captured.err, (
+        "a kernel wrote to the grader's stdout/stderr"
+    )
     with open(tmp_path / "out" / f"{LESSON}.csv", newline="", encoding="utf-8") as f:
         rows = {row["submission"]: row for row in csv.DictReader(f)}
     assert set(rows) == {_csv_name(n) for n in expected}, "every input file gets exactly one row"
@@ -211,12 +243,17 @@ def test_hostile_and_honest_batch(tmp_path, capfd):
     for name, want in expected.items():
         shown = _csv_name(name)
         row = rows[shown]
-        got = {"check00_next_token_probs": float(row["check00_next_token_probs"]),
-               "check00_top_k": float(row["check00_top_k"]), "total": float(row["total"])}
+        got = {
+            "check00_next_token_probs": float(row["check00_next_token_probs"]),
+            "check00_top_k": float(row["check00_top_k"]),
+            "total": float(row["total"]),
+        }
         for key in got:
             if got[key] != want[key]:
-                problems.append(f"{name}: {key} = {got[key]}, expected {want[key]}; "
-                                f"error={row['error']!r}; {messages[shown.lstrip(chr(39))]['cells']}")
+                problems.append(
+                    f"{name}: {key} = {got[key]}, expected {want[key]}; "
+                    f"error={row['error']!r}; {messages[shown.lstrip(chr(39))]['cells']}"
+                )
         if want["error"] and want["error"] not in row["error"]:
             problems.append(f"{name}: error column {row['error']!r} lacks {want['error']!r}")
         if not want["error"] and row["error"]:
@@ -225,19 +262,29 @@ def test_hostile_and_honest_batch(tmp_path, capfd):
     assert not problems, "\n".join(problems)
     # the JSON explains each cell; a hostile print never becomes the verdict
     assert "not implemented" in messages["honest_stub.ipynb"]["cells"]["check00_top_k"]["message"]
-    assert "timed out" in messages["infinite_loop.ipynb"]["cells"]["check00_next_token_probs"]["message"]
+    assert (
+        "timed out"
+        in messages["infinite_loop.ipynb"]["cells"]["check00_next_token_probs"]["message"]
+    )
     assert "MemoryError" in messages["memory_bomb.ipynb"]["cells"]["check00_top_k"]["message"]
     assert messages["big_output.ipynb"]["output_chars"] >= 10_000_000
-    assert {c["trust"] for s in report["submissions"] for c in s["cells"].values() if "trust" in c} == {"grader"}
+    assert {
+        c["trust"] for s in report["submissions"] for c in s["cells"].values() if "trust" in c
+    } == {"grader"}
     assert len(results) == len(expected)
     # honest work that was moved around is graded where the student put it, and the row says so
     assert any("deleted" in n for n in messages["honest_no_check_cells.ipynb"]["notes"])
-    for name, reason in (("record_symlink.ipynb", "not a regular file"), ("record_fifo.ipynb", "not a regular file"),
-                         ("record_callback_flood.ipynb", "next_token_probs")):
+    for name, reason in (
+        ("record_symlink.ipynb", "not a regular file"),
+        ("record_fifo.ipynb", "not a regular file"),
+        ("record_callback_flood.ipynb", "next_token_probs"),
+    ):
         message = messages[name]["cells"]["check00_next_token_probs"]["message"]
         assert reason in message, (name, message)
     hostname = Path("/etc/hostname").read_text().strip() if Path("/etc/hostname").exists() else ""
-    assert not hostname or hostname not in json.dumps(report), "a linked file's content reached the feedback"
+    assert not hostname or hostname not in json.dumps(report), (
+        "a linked file's content reached the feedback"
+    )
     if isolated:
         assert all("allow-list" in s["isolation"] for s in report["submissions"] if s["isolation"])
 
@@ -249,7 +296,9 @@ NBGRADER_VENV = ROOT / ".venv-nbgrader"
 
 def _nbgrader_venv() -> Path:
     script = ROOT / "scripts" / "setup_nbgrader_venv.sh"
-    done = subprocess.run(["bash", str(script), str(NBGRADER_VENV)], capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        ["bash", str(script), str(NBGRADER_VENV)], capture_output=True, text=True, timeout=900
+    )
     if done.returncode != 0:
         message = f"cannot create the nbgrader venv (needs PyPI access once): {done.stderr[-500:]}"
         if os.environ.get("RSL_REQUIRE_E2E") == "1":  # set by .ci/run: CI may not skip this
@@ -272,26 +321,42 @@ def test_nbgrader_generate_and_autograde(tmp_path):
         # generous limits: on a loaded 2-core machine output can lag well behind nbclient's 4 s default
         "c.Execute.timeout = 600\n"
         "c.Execute.iopub_timeout = 120\n"
-        "c.Execute.startup_timeout = 300\n")
+        "c.Execute.startup_timeout = 300\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "PYTHON"))}
     env["JUPYTER_PATH"] = str(NBGRADER_VENV / "share" / "jupyter")
-    env["PATH"] = f"{NBGRADER_VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"  # nbgrader runs `alembic`
+    env["PATH"] = (
+        f"{NBGRADER_VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"  # nbgrader runs `alembic`
+    )
 
     def run(*args):
-        done = subprocess.run([str(nbgrader), *args], cwd=course, env=env, capture_output=True,
-                              text=True, timeout=1500)
+        done = subprocess.run(
+            [str(nbgrader), *args],
+            cwd=course,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     run("generate_assignment", "lesson00", "--force")
     released = course / "release" / "lesson00" / f"{LESSON}.ipynb"
     text = released.read_text()
-    assert "BEGIN HIDDEN TESTS" not in text and "hidden=True" not in text and "BEGIN SOLUTION" not in text
+    assert (
+        "BEGIN HIDDEN TESTS" not in text
+        and "hidden=True" not in text
+        and "BEGIN SOLUTION" not in text
+    )
     assert "raise NotImplementedError()" in text
 
     release = nbformat.read(released, as_version=4)
     solution = nbformat.read(SOLUTIONS / f"{LESSON}.ipynb", as_version=4)
-    answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in solution.cells
-               if c.metadata.get("nbgrader", {}).get("solution")}
+    answers = {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in solution.cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
     alice = nbformat.from_dict(json.loads(json.dumps(release)))
     for cell in alice.cells:
         gid = cell.metadata.get("nbgrader", {}).get("grade_id")
@@ -307,5 +372,8 @@ def test_nbgrader_generate_and_autograde(tmp_path):
     assert (course / "gradebook.db").is_file()
     run("export")
     with open(course / "grades.csv", newline="") as f:
-        scores = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
+        scores = {
+            row["student_id"]: (float(row["score"]), float(row["max_score"]))
+            for row in csv.DictReader(f)
+        }
     assert scores == {"alice": (2.0, 2.0), "bob": (0.0, 2.0)}, scores

@@ -8,13 +8,22 @@ import csv
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-from course_utils.grading.batch import (ResultWriter, SubmissionResult, UidPool, csv_text, display_name,
-                                        list_submissions, processes_of, read_input, write_results, Settings)
+from course_utils.grading.batch import (
+    ResultWriter,
+    Settings,
+    SubmissionResult,
+    UidPool,
+    csv_text,
+    display_name,
+    list_submissions,
+    processes_of,
+    read_input,
+    write_results,
+)
 from course_utils.grading.lesson import SubmissionError, load_lesson
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="uids of other users need root")
@@ -26,7 +35,10 @@ def lesson():
 
 
 def test_concurrent_batches_get_different_uids(tmp_path):
-    first, second = UidPool(str(tmp_path / "locks")), UidPool(str(tmp_path / "locks"))  # two batches
+    first, second = (
+        UidPool(str(tmp_path / "locks")),
+        UidPool(str(tmp_path / "locks")),
+    )  # two batches
     uid_a, lock_a = first.acquire()
     uid_b, lock_b = second.acquire()
     assert uid_a != uid_b
@@ -62,10 +74,19 @@ def test_the_lock_folder_must_be_private(tmp_path):
         UidPool(str(shared))
 
 
-@pytest.mark.parametrize("value, shown", [
-    ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("+1+1", "'+1+1"), ("-2", "'-2"), ("@SUM(A1)", "'@SUM(A1)"),
-    ("\tcmd", "'\tcmd"), ("\rcmd", "'\rcmd"), ("alice.ipynb", "alice.ipynb"), ("a=b", "a=b"),
-])
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+1+1", "'+1+1"),
+        ("-2", "'-2"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tcmd", "'\tcmd"),
+        ("\rcmd", "'\rcmd"),
+        ("alice.ipynb", "alice.ipynb"),
+        ("a=b", "a=b"),
+    ],
+)
 def test_csv_cells_never_start_a_formula(value, shown):
     assert csv_text(value) == shown
 
@@ -97,8 +118,11 @@ def test_names_that_are_not_utf8_and_formulas_are_written(tmp_path, lesson):
     assert name == "caf\\xe9.ipynb"
     out = tmp_path / "out"
     out.mkdir()
-    results = [SubmissionResult(name, error="empty file"), SubmissionResult("=cmd|' /C calc'!A0", error="-bad"),
-               SubmissionResult("surrogate \udce9 that slipped through", error="x")]
+    results = [
+        SubmissionResult(name, error="empty file"),
+        SubmissionResult("=cmd|' /C calc'!A0", error="-bad"),
+        SubmissionResult("surrogate \udce9 that slipped through", error="x"),
+    ]
     writer = ResultWriter(lesson, out)
     for result in results:
         writer.add(result)
@@ -106,8 +130,11 @@ def test_names_that_are_not_utf8_and_formulas_are_written(tmp_path, lesson):
     write_results(lesson, results, out, Settings(), 1.0, False, False, seed=1)
     with open(out / "00_first_look.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert [r["submission"] for r in rows] == ["caf\\xe9.ipynb", "'=cmd|' /C calc'!A0",
-                                               "surrogate \\udce9 that slipped through"]
+    assert [r["submission"] for r in rows] == [
+        "caf\\xe9.ipynb",
+        "'=cmd|' /C calc'!A0",
+        "surrogate \\udce9 that slipped through",
+    ]
     assert rows[1]["error"] == "'-bad"
     report = json.loads((out / "00_first_look.json").read_text(encoding="utf-8"))
     assert len(report["submissions"]) == 3

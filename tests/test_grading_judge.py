@@ -20,7 +20,9 @@ from course_utils.grading.judge import Budget, Judge, _ReplayState, read_record,
 from course_utils.grading.lesson import GradeCell
 
 
-def record_and_judge(folder, source: str, learner: dict, kernel_seed=None, grader_seed=None) -> judge_module.Verdict:
+def record_and_judge(
+    folder, source: str, learner: dict, kernel_seed=None, grader_seed=None
+) -> judge_module.Verdict:
     """Run ``source`` (a check cell) on ``learner``'s names as a kernel would, recording; then judge it."""
     folder.mkdir(parents=True, exist_ok=True)
     names = sorted(learner)
@@ -47,14 +49,22 @@ HIDDEN = "checks.check_{0}({1})\nchecks.check_{0}({1}, hidden=True)"
 
 # ---------------------------------------------------------------- class 1: honest work scores
 
+
 def test_numpy_scalar_results_are_accepted(tmp_path):
     import numpy as np
 
     def sum_multiplied_and_added(func, list_of_tuples):
-        return np.sum([func(x, y) for x, y in list_of_tuples], dtype=np.int64)  # np.int64, 0 when empty
+        return np.sum(
+            [func(x, y) for x, y in list_of_tuples], dtype=np.int64
+        )  # np.int64, 0 when empty
 
-    verdict = record_and_judge(tmp_path, HIDDEN.format("sum_multiplied_and_added", "sum_multiplied_and_added"),
-                               {"sum_multiplied_and_added": sum_multiplied_and_added}, 7, 7)
+    verdict = record_and_judge(
+        tmp_path,
+        HIDDEN.format("sum_multiplied_and_added", "sum_multiplied_and_added"),
+        {"sum_multiplied_and_added": sum_multiplied_and_added},
+        7,
+        7,
+    )
     assert verdict.passed, verdict.message
 
 
@@ -72,8 +82,13 @@ def test_a_factory_written_as_a_class_is_recorded(tmp_path):
 
     make_position_scaler.__module__ = "__main__"  # as when defined in a notebook cell
     assert isinstance(make_position_scaler([1], 2.0)(torch.ones(1, 3, 2)), torch.Tensor)
-    verdict = record_and_judge(tmp_path, HIDDEN.format("position_scaler", "make_position_scaler"),
-                               {"make_position_scaler": make_position_scaler}, 3, 3)
+    verdict = record_and_judge(
+        tmp_path,
+        HIDDEN.format("position_scaler", "make_position_scaler"),
+        {"make_position_scaler": make_position_scaler},
+        3,
+        3,
+    )
     assert verdict.passed, verdict.message
 
 
@@ -87,15 +102,20 @@ def test_numpy_values_and_callable_objects_round_trip():
     Adder.__module__ = "__main__"  # as when defined in a notebook cell
     handles = []
     encoder = codec.Encoder(on_callable=lambda fn: handles.append(fn) or len(handles))
-    data = encoder.encode([np.float32(0.5), np.int64(3), np.bool_(True), np.arange(3.0), Adder(), Adder, max])
+    data = encoder.encode(
+        [np.float32(0.5), np.int64(3), np.bool_(True), np.arange(3.0), Adder(), Adder, max]
+    )
     decoded = codec.Decoder(bytes(encoder.blob)).decode(json.loads(json.dumps(data)))
     assert decoded[:3] == [0.5, 3, True] and [type(v) for v in decoded[:3]] == [float, int, bool]
     assert decoded[3].tolist() == [0.0, 1.0, 2.0]
-    assert all(isinstance(v, codec.Opaque) and v.type_name == "function" for v in decoded[4:])  # callables
+    assert all(
+        isinstance(v, codec.Opaque) and v.type_name == "function" for v in decoded[4:]
+    )  # callables
     assert len(handles) == 3
 
 
 # ---------------------------------------------------------------- class 4: points that cannot be forged
+
 
 def test_learner_code_cannot_read_the_truth_from_the_call_stack(tmp_path):
     import inspect
@@ -107,14 +127,25 @@ def test_learner_code_cannot_read_the_truth_from_the_call_stack(tmp_path):
                     if name in frame.frame.f_locals:
                         return frame.frame.f_locals[name].clone()
             return x.clone()  # no truth found: an unscaled copy (wrong)
+
         return scale
 
-    verdict = record_and_judge(tmp_path, HIDDEN.format("position_scaler", "make_position_scaler"),
-                               {"make_position_scaler": make_position_scaler}, 5, 5)
+    verdict = record_and_judge(
+        tmp_path,
+        HIDDEN.format("position_scaler", "make_position_scaler"),
+        {"make_position_scaler": make_position_scaler},
+        5,
+        5,
+    )
     assert not verdict.passed, verdict.message  # the truth did not exist yet when scale() ran
 
 
-LOOKUP = {(10, 2, 3): 23, (2, 7, -1): 13, (6, 3, 1): 19, (-4, 2, 2): -6}  # visible + fixed hidden cases
+LOOKUP = {
+    (10, 2, 3): 23,
+    (2, 7, -1): 13,
+    (6, 3, 1): 19,
+    (-4, 2, 2): -6,
+}  # visible + fixed hidden cases
 
 
 def lookup_lambda(multiplier):
@@ -125,13 +156,17 @@ def test_a_lookup_table_of_the_fixed_hidden_inputs_fails_at_grading(tmp_path):
     source = HIDDEN.format("multiplier_and_adder_lambda", "multiplier_and_adder_lambda")
     # in a notebook (no grading seed) the fixed hidden inputs are unchanged, so the table covers them
     hooks.check_multiplier_and_adder_lambda(lookup_lambda, hidden=True)
-    verdict = record_and_judge(tmp_path, source, {"multiplier_and_adder_lambda": lookup_lambda}, 11, 11)
+    verdict = record_and_judge(
+        tmp_path, source, {"multiplier_and_adder_lambda": lookup_lambda}, 11, 11
+    )
     assert not verdict.passed and "expected" in verdict.message
 
     def honest(multiplier):
         return lambda x, y: x * multiplier + y
 
-    verdict = record_and_judge(tmp_path / "honest", source, {"multiplier_and_adder_lambda": honest}, 11, 11)
+    verdict = record_and_judge(
+        tmp_path / "honest", source, {"multiplier_and_adder_lambda": honest}, 11, 11
+    )
     assert verdict.passed, verdict.message
 
 
@@ -157,6 +192,7 @@ def test_hidden_inputs_depend_on_the_grading_seed():
 
 
 # ---------------------------------------------------------------- class 2: records cannot reach the grader
+
 
 def _write_record(folder, record: dict, blob: bytes = b"") -> None:
     (folder / "cell.json").write_text(json.dumps(record))
@@ -198,7 +234,9 @@ def test_a_record_folder_swapped_for_a_link_is_not_followed(tmp_path):
     records = tmp_path / "records"
     records.mkdir()
     _write_record(records, {"grade_id": "cell", "names": {}, "calls": []})
-    fd = judge_module.open_record_folder(str(records))  # what the batch does before the kernel starts
+    fd = judge_module.open_record_folder(
+        str(records)
+    )  # what the batch does before the kernel starts
     try:
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
@@ -216,8 +254,16 @@ def test_a_record_folder_swapped_for_a_link_is_not_followed(tmp_path):
 def test_replay_is_bounded_in_callbacks_and_decoded_bytes(monkeypatch):
     import torch
 
-    flood = {"calls": [{"handle": 1, "args": {"__list__": [{"__callable__": 2}]}, "result": None,
-                        "callbacks": [{"arg": 0, "args": {"__list__": []}}] * 20_000}]}
+    flood = {
+        "calls": [
+            {
+                "handle": 1,
+                "args": {"__list__": [{"__callable__": 2}]},
+                "result": None,
+                "callbacks": [{"arg": 0, "args": {"__list__": []}}] * 20_000,
+            }
+        ]
+    }
     state = _ReplayState(flood, b"")
     with pytest.raises(codec.DecodeError, match="too many recorded callbacks"):
         state.next_result(1, "f", [lambda: None], {})
@@ -239,7 +285,9 @@ def test_every_judge_step_has_a_timeout(tmp_path):
     judge = Judge.__new__(Judge)
     judge.snapshots = {"cell": {}}
     start = time.monotonic()
-    verdict = judge.grade(GradeCell("cell", 0, "while True:\n    pass", 1.0, "ex", []), str(tmp_path), timeout=0.5)
+    verdict = judge.grade(
+        GradeCell("cell", 0, "while True:\n    pass", 1.0, "ex", []), str(tmp_path), timeout=0.5
+    )
     assert not verdict.passed and "judging took more than" in verdict.message
     assert time.monotonic() - start < 10
 
@@ -259,6 +307,7 @@ def test_time_limit_is_a_no_op_outside_the_main_thread():
 
 
 # ---------------------------------------------------------------- lesson 02 with the model (slow)
+
 
 @pytest.fixture(scope="module")
 def model():
@@ -297,19 +346,29 @@ def test_resid_post_stack_is_replayed_with_the_spy_calls(tmp_path, model):
     def honest(model, prompt):
         names = [f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers)]
         with torch.no_grad():
-            _, cache = model.run_with_cache(model.to_tokens(prompt), names_filter=lambda name: name in names)
+            _, cache = model.run_with_cache(
+                model.to_tokens(prompt), names_filter=lambda name: name in names
+            )
         return torch.stack([cache[name][0] for name in names])
 
     def no_filter(model, prompt):
         with torch.no_grad():
             _, cache = model.run_with_cache(model.to_tokens(prompt))
-        return torch.stack([cache[f"blocks.{layer}.hook_resid_post"][0] for layer in range(model.cfg.n_layers)])
+        return torch.stack(
+            [cache[f"blocks.{layer}.hook_resid_post"][0] for layer in range(model.cfg.n_layers)]
+        )
 
-    source = "checks.check_resid_post_stack(resid_post_stack, model)\n" \
-             "checks.check_resid_post_stack(resid_post_stack, model, hidden=True)"
-    verdict = record_and_judge_with_model(tmp_path / "honest", model, source, {"resid_post_stack": honest})
+    source = (
+        "checks.check_resid_post_stack(resid_post_stack, model)\n"
+        "checks.check_resid_post_stack(resid_post_stack, model, hidden=True)"
+    )
+    verdict = record_and_judge_with_model(
+        tmp_path / "honest", model, source, {"resid_post_stack": honest}
+    )
     assert verdict.passed, verdict.message
-    verdict = record_and_judge_with_model(tmp_path / "no_filter", model, source, {"resid_post_stack": no_filter})
+    verdict = record_and_judge_with_model(
+        tmp_path / "no_filter", model, source, {"resid_post_stack": no_filter}
+    )
     assert not verdict.passed and "names_filter" in verdict.message
 
 
@@ -329,10 +388,13 @@ def test_a_hook_cannot_read_the_truth_from_the_call_stack(tmp_path, model):
                         if getattr(found, "shape", None) == activation.shape:
                             return found.clone()
             return activation.clone()  # no truth found: nothing zeroed (wrong)
+
         return hook
 
     source = "checks.check_zero_ablation(make_zero_ablation, model)"
-    verdict = record_and_judge_with_model(tmp_path, model, source, {"make_zero_ablation": make_zero_ablation})
+    verdict = record_and_judge_with_model(
+        tmp_path, model, source, {"make_zero_ablation": make_zero_ablation}
+    )
     assert not verdict.passed, verdict.message
 
 

@@ -25,6 +25,7 @@ def x():
 
 # ---- course_utils.hooks on plain tensors -----------------------------------------------------------
 
+
 def test_zero_ablation_zeroes_only_the_positions_and_leaves_its_input(x):
     before = x.clone()
     out = hooks.make_zero_ablation([1, -1])(x, None)
@@ -49,7 +50,9 @@ def test_mean_ablation_broadcasts_and_keeps_its_own_mean(x):
     mean_copy = mean.clone()
     mean += 100  # the caller changing their tensor must not reach the hook
     out = hook_fn(x, None)
-    assert torch.equal(out[:, 0], mean_copy.expand(3, 5)) and torch.equal(out[:, 3], mean_copy.expand(3, 5))
+    assert torch.equal(out[:, 0], mean_copy.expand(3, 5)) and torch.equal(
+        out[:, 3], mean_copy.expand(3, 5)
+    )
     per_position = torch.randn(2, 5)
     out = hooks.make_mean_ablation(per_position, [0, 3])(x, None)
     assert torch.equal(out[1, [0, 3]], per_position)
@@ -83,11 +86,21 @@ def test_noise_hook_is_seeded_and_has_the_right_scale():
     assert not torch.equal(a[0, 1], a[1, 1])  # each batch item gets its own noise
     generator = torch.Generator().manual_seed(0)
     hook_fn = hooks.make_noise_hook([1], 1.0, generator=generator)
-    assert not torch.equal(hook_fn(act, None), hook_fn(act, None))  # a generator advances between runs
+    assert not torch.equal(
+        hook_fn(act, None), hook_fn(act, None)
+    )  # a generator advances between runs
 
 
-@pytest.mark.parametrize("positions, error", [([], ValueError), ("2", TypeError), ([1.0], TypeError),
-                                              (True, TypeError), (torch.tensor([0.5]), TypeError)])
+@pytest.mark.parametrize(
+    "positions, error",
+    [
+        ([], ValueError),
+        ("2", TypeError),
+        ([1.0], TypeError),
+        (True, TypeError),
+        (torch.tensor([0.5]), TypeError),
+    ],
+)
 def test_bad_positions_are_refused(positions, error):
     with pytest.raises(error):
         hooks.make_zero_ablation(positions)
@@ -109,13 +122,17 @@ def test_activation_problems_are_explained(x):
 
 # ---- course_utils.hooks on the model ----------------------------------------------------------------
 
+
 def test_hook_names_and_clean_probability(model):
     names = hooks.hook_names(model)
     assert "blocks.0.hook_resid_pre" in names and "hook_embed" in names
     resid_pre = hooks.hook_names(model, lambda n: n.endswith("hook_resid_pre"))
     assert len(resid_pre) == model.cfg.n_layers
     assert hooks.hook_names(model, "blocks.3.hook_resid_") == [
-        "blocks.3.hook_resid_mid", "blocks.3.hook_resid_post", "blocks.3.hook_resid_pre"]
+        "blocks.3.hook_resid_mid",
+        "blocks.3.hook_resid_post",
+        "blocks.3.hook_resid_pre",
+    ]
     tokens = model.to_tokens(PROMPT)
     p = float(hooks.answer_probs_with_hooks(model, tokens, answer_token_id(model, " Paris")))
     assert abs(p - answer_prob(model, PROMPT, " Paris")) < 1e-5
@@ -126,7 +143,9 @@ def test_patching_every_position_reproduces_the_source_run(model):
     name = "blocks.4.hook_resid_pre"
     with torch.no_grad():
         source_logits, cache = model.run_with_cache(source, names_filter=[name])
-        patched = model.run_with_hooks(tokens, fwd_hooks=[(name, hooks.make_patch_from(cache, name, slice(None)))])
+        patched = model.run_with_hooks(
+            tokens, fwd_hooks=[(name, hooks.make_patch_from(cache, name, slice(None)))]
+        )
     torch.testing.assert_close(patched, source_logits, atol=1e-4, rtol=0)
 
 
@@ -135,7 +154,9 @@ def test_temporary_hooks_come_off_after_an_exception(model, lesson02):
     calls = []
     assert hooks.attached_hook_count(model) == 0
     with pytest.raises(RuntimeError):
-        with lesson02["temporary_hooks"](model, [("hook_embed", lambda activation, hook: calls.append(1))]):
+        with lesson02["temporary_hooks"](
+            model, [("hook_embed", lambda activation, hook: calls.append(1))]
+        ):
             assert hooks.attached_hook_count(model) == 1
             with torch.no_grad():
                 model(tokens)
@@ -156,6 +177,7 @@ def test_attached_hook_count_sees_permanent_hooks(model):
 
 # ---- the checks: pass on solutions, fail on wrong code ------------------------------------------------
 
+
 def not_implemented(*args, **kwargs):
     raise NotImplementedError()
 
@@ -165,8 +187,9 @@ def lesson02(solution_functions):
     """The functions lesson 02's learner writes, from the solution notebook (their one source)."""
     from transformer_lens.utilities import get_act_name
 
-    return solution_functions("02_hooks", {"torch": torch, "contextmanager": contextmanager,
-                                           "get_act_name": get_act_name})
+    return solution_functions(
+        "02_hooks", {"torch": torch, "contextmanager": contextmanager, "get_act_name": get_act_name}
+    )
 
 
 _shared = {}
@@ -180,6 +203,7 @@ def shared_state_multiplier_and_adder(fixed_value):
 def old_course_multiplier_and_adder(fixed_value):
     def inner(a, b):
         return a * fixed_value + b  # not the tutorial's (a * b) + fixed_value
+
     return inner
 
 
@@ -187,7 +211,9 @@ def test_closures_follow_the_tutorial(lesson02):
     """The tutorial's values: multiplier_and_adder(10)(2, 3) == 16, and 98 over its list of tuples."""
     made = lesson02["multiplier_and_adder"](10)
     assert made(2, 3) == 16 and lesson02["multiplier_and_adder_lambda"](10)(2, 3) == 16
-    assert lesson02["sum_multiplied_and_added"](made, [(2, 3), (4, 5), (6, 7)]) == 16 + 30 + 52 == 98
+    assert (
+        lesson02["sum_multiplied_and_added"](made, [(2, 3), (4, 5), (6, 7)]) == 16 + 30 + 52 == 98
+    )
 
 
 def test_closure_checks_pass_and_fail(lesson02):
@@ -197,17 +223,31 @@ def test_closure_checks_pass_and_fail(lesson02):
     checks.check_multiplier_and_adder_lambda(good_lambda)
     checks.check_multiplier_and_adder_lambda(good_lambda, hidden=True)
     checks.check_sum_multiplied_and_added(lesson02["sum_multiplied_and_added"])
-    for wrong in (not_implemented, lambda v: None, lambda v: 10 * v, shared_state_multiplier_and_adder,
-                  lambda v: lambda a, b: (a * b) - v, lambda v: lambda a, b: a + b + v):
+    for wrong in (
+        not_implemented,
+        lambda v: None,
+        lambda v: 10 * v,
+        shared_state_multiplier_and_adder,
+        lambda v: lambda a, b: (a * b) - v,
+        lambda v: lambda a, b: a + b + v,
+    ):
         with pytest.raises(CheckFailed):
             checks.check_multiplier_and_adder(wrong)
     with pytest.raises(CheckFailed, match="a \\* fixed_value \\+ b"):  # the targeted hint
         checks.check_multiplier_and_adder(old_course_multiplier_and_adder)
-    for wrong in (not_implemented, good, lambda v: lambda a, b: a * v + b):  # a def-function is not a lambda
+    for wrong in (
+        not_implemented,
+        good,
+        lambda v: lambda a, b: a * v + b,
+    ):  # a def-function is not a lambda
         with pytest.raises(CheckFailed):
             checks.check_multiplier_and_adder_lambda(wrong)
-    for wrong in (not_implemented, lambda f, pairs: sum(a * 10 + b for a, b in pairs),
-                  lambda f, pairs: f(*pairs[0]), lambda f, pairs: sum(f(b, a) for a, b in pairs)):
+    for wrong in (
+        not_implemented,
+        lambda f, pairs: sum(a * 10 + b for a, b in pairs),
+        lambda f, pairs: f(*pairs[0]),
+        lambda f, pairs: sum(f(b, a) for a, b in pairs),
+    ):
         with pytest.raises(CheckFailed):
             checks.check_sum_multiplied_and_added(wrong)
 
@@ -219,6 +259,7 @@ def good_scaler(positions, factor):
         y = x.clone()
         y[:, positions] *= factor
         return y
+
     return scale
 
 
@@ -231,6 +272,7 @@ def test_position_scaler_check_passes_and_fails():
             y = x.clone()
             y[:, positions] *= factor
             return y
+
         return scale
 
     def in_place(positions, factor):
@@ -239,6 +281,7 @@ def test_position_scaler_check_passes_and_fails():
         def scale(x):
             x[:, positions] *= factor
             return x
+
         return scale
 
     def batch_axis(positions, factor):
@@ -248,6 +291,7 @@ def test_position_scaler_check_passes_and_fails():
             y = x.clone()
             y[positions] *= factor
             return y
+
         return scale
 
     for wrong in (not_implemented, no_copy, in_place, batch_axis, lambda p, f: None):
@@ -268,7 +312,9 @@ def test_resid_post_stack_check_passes_and_fails(model):
     def unfiltered(model, prompt):
         with torch.no_grad():
             _, cache = model.run_with_cache(model.to_tokens(prompt))
-        return torch.stack([cache[f"blocks.{layer}.hook_resid_post"][0] for layer in range(model.cfg.n_layers)])
+        return torch.stack(
+            [cache[f"blocks.{layer}.hook_resid_post"][0] for layer in range(model.cfg.n_layers)]
+        )
 
     def resid_pre(model, prompt):
         names = [f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)]
@@ -286,6 +332,7 @@ def test_resid_post_stack_check_passes_and_fails(model):
 
 def _factory(edit, returns=True, clone=True, name="hook"):
     """A zero-ablation factory with one chosen bug."""
+
     def make(positions):
         positions = [positions] if isinstance(positions, int) else list(positions)
 
@@ -297,6 +344,7 @@ def _factory(edit, returns=True, clone=True, name="hook"):
         if name != "hook":
             return lambda activation, h: hook_fn(activation, h)
         return hook_fn
+
     return make
 
 
@@ -315,9 +363,16 @@ def _zero_first_only(t, p):
 def test_zero_ablation_check_passes_and_fails(model):
     checks.check_zero_ablation(hooks.make_zero_ablation, model)
     checks.check_zero_ablation(_factory(_zero_pos), model, hidden=True)
-    wrongs = [not_implemented, lambda positions: None, _factory(_zero_pos, returns=False),
-              _factory(_zero_pos, clone=False), _factory(_zero_pos, clone=False, returns=False),
-              _factory(_zero_batch), _factory(_zero_first_only), _factory(_zero_pos, name="h")]
+    wrongs = [
+        not_implemented,
+        lambda positions: None,
+        _factory(_zero_pos, returns=False),
+        _factory(_zero_pos, clone=False),
+        _factory(_zero_pos, clone=False, returns=False),
+        _factory(_zero_batch),
+        _factory(_zero_first_only),
+        _factory(_zero_pos, name="h"),
+    ]
     for wrong in wrongs:
         with pytest.raises(CheckFailed):
             checks.check_zero_ablation(wrong, model)
@@ -337,12 +392,14 @@ def test_mean_ablation_check_passes_and_fails(model):
             new[:, positions] = mean
             mean.zero_()  # clobbers the caller's tensor
             return new
+
         return hook_fn
 
     def in_place(mean, positions):
         def hook_fn(activation, hook):
             activation[:, positions] = mean
             return activation
+
         return hook_fn
 
     for wrong in (not_implemented, zeros_instead, edits_mean, in_place):
@@ -359,6 +416,7 @@ def test_patch_check_passes_and_fails(model):
             others = [p for p in range(activation.shape[1]) if p not in positions]
             patched[:, others] = activation[:, others]
             return patched
+
         return hook_fn
 
     def all_positions(cache, name, positions):
@@ -368,6 +426,7 @@ def test_patch_check_passes_and_fails(model):
         def hook_fn(activation, hook):
             new = activation.clone()
             new[:, positions] = cache[name][:, positions]
+
         return hook_fn
 
     for wrong in (not_implemented, writes_into_cache, all_positions, forgets_return):
@@ -417,12 +476,22 @@ def test_temporary_hooks_check_passes_and_fails(model, lesson02):
 
 
 STUB_CHECKS = {
-    "ex02_multiplier_and_adder": ("multiplier_and_adder", lambda fn, model: checks.check_multiplier_and_adder(fn)),
-    "ex02_multiplier_and_adder_lambda": ("multiplier_and_adder_lambda",
-                                         lambda fn, model: checks.check_multiplier_and_adder_lambda(fn)),
-    "ex02_sum_multiplied_and_added": ("sum_multiplied_and_added",
-                                      lambda fn, model: checks.check_sum_multiplied_and_added(fn)),
-    "ex02_make_position_scaler": ("make_position_scaler", lambda fn, model: checks.check_position_scaler(fn)),
+    "ex02_multiplier_and_adder": (
+        "multiplier_and_adder",
+        lambda fn, model: checks.check_multiplier_and_adder(fn),
+    ),
+    "ex02_multiplier_and_adder_lambda": (
+        "multiplier_and_adder_lambda",
+        lambda fn, model: checks.check_multiplier_and_adder_lambda(fn),
+    ),
+    "ex02_sum_multiplied_and_added": (
+        "sum_multiplied_and_added",
+        lambda fn, model: checks.check_sum_multiplied_and_added(fn),
+    ),
+    "ex02_make_position_scaler": (
+        "make_position_scaler",
+        lambda fn, model: checks.check_position_scaler(fn),
+    ),
     "ex02_resid_post_stack": ("resid_post_stack", checks.check_resid_post_stack),
     "ex02_make_zero_ablation": ("make_zero_ablation", checks.check_zero_ablation),
     "ex02_make_mean_ablation": ("make_mean_ablation", checks.check_mean_ablation),
@@ -439,8 +508,11 @@ def test_every_check_fails_on_the_generated_student_stub(model):
     from course_utils.exercises import ROOT, generate_student, nbgrader_meta
 
     student = generate_student(nbformat.read(ROOT / "solutions" / "02_hooks.ipynb", as_version=4))
-    exercises = {nbgrader_meta(c)["grade_id"]: c.source for c in student.cells
-                 if c.cell_type == "code" and nbgrader_meta(c).get("solution")}
+    exercises = {
+        nbgrader_meta(c)["grade_id"]: c.source
+        for c in student.cells
+        if c.cell_type == "code" and nbgrader_meta(c).get("solution")
+    }
     assert set(exercises) == set(STUB_CHECKS)
     for grade_id, source in exercises.items():
         namespace = {"torch": torch, "contextmanager": contextmanager, "get_act_name": get_act_name}

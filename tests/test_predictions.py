@@ -44,7 +44,9 @@ def test_hooks_top_tokens_and_rank_agree(model):
     runner_up = answer_token_id(model, top_predictions(model, EIFFEL, 2)[1][0])
     assert int(answer_rank(probs, runner_up)) == 2
     assert answer_rank(torch.stack([probs, probs]), paris).tolist() == [1, 1]
-    zeroed = next_token_probs(model, model.to_tokens(EIFFEL), fwd_hooks=[("hook_embed", make_zero_ablation([1, 2, 3, 4]))])
+    zeroed = next_token_probs(
+        model, model.to_tokens(EIFFEL), fwd_hooks=[("hook_embed", make_zero_ablation([1, 2, 3, 4]))]
+    )
     assert zeroed.shape == (1, model.cfg.d_vocab) and zeroed[0, paris] < 0.1 < probs[paris]
     with pytest.raises(ValueError, match="one distribution"):
         top_tokens(model, zeroed, 3)

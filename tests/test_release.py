@@ -31,9 +31,16 @@ def _files(folder: Path) -> list[Path]:
 
 def test_bundle_has_no_solutions_tests_or_grader(bundle):
     names = {str(p.relative_to(bundle)) for p in _files(bundle)}
-    assert not any(n.startswith(("solutions/", "tests/", "scripts/", "docs/", "tools/", ".git/")) for n in names)
+    assert not any(
+        n.startswith(("solutions/", "tests/", "scripts/", "docs/", "tools/", ".git/"))
+        for n in names
+    )
     assert not any(n.startswith("course_utils/grading/") for n in names)
-    assert {"notebooks/00_first_look.ipynb", "course_utils/checks/__init__.py", "README.md"} <= names
+    assert {
+        "notebooks/00_first_look.ipynb",
+        "course_utils/checks/__init__.py",
+        "README.md",
+    } <= names
 
 
 def test_bundle_has_no_answer_or_hidden_test_text(bundle):
@@ -43,6 +50,7 @@ def test_bundle_has_no_answer_or_hidden_test_text(bundle):
         text = path.read_bytes().decode("utf-8", "replace")
         for marker in FORBIDDEN_TEXT:
             assert marker not in text, (path, marker)
+
     # no solution cell's code either (each answer as a whole, markers removed, indentation ignored)
     def normal(text: str) -> str:
         return "\n".join(line.strip() for line in text.splitlines() if line.strip())
@@ -69,7 +77,9 @@ def test_quiz_banks_stay_sealed_and_plain_specs_stay_out(bundle):
     assert not any(p.read_bytes() in specs for p in _files(bundle))
     banks = sorted((ROOT / "course_utils" / "data" / "quizzes").glob("*.json"))
     for bank in banks:
-        assert (bundle / "course_utils" / "data" / "quizzes" / bank.name).read_bytes() == bank.read_bytes()
+        assert (
+            bundle / "course_utils" / "data" / "quizzes" / bank.name
+        ).read_bytes() == bank.read_bytes()
 
 
 def test_tarball_matches_the_folder(bundle):
@@ -91,13 +101,34 @@ def test_bundle_notebooks_import_from_the_bundle(bundle):
                 tree = ast.parse(source)
             except SyntaxError:  # IPython magics: not Python, and not imports
                 continue
-            imports.extend(ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom)))
-    modules = sorted(f"course_utils.{p.stem}" for p in (bundle / "course_utils").glob("*.py") if p.stem != "__init__")
-    modules += sorted(f"course_utils.checks.{p.stem}" for p in (bundle / "course_utils" / "checks").glob("*.py")
-                      if p.stem != "__init__")
-    code = "\n".join(sorted(set(imports))) + "\nimport importlib\n" + "".join(
-        f"importlib.import_module({m!r})\n" for m in modules) + "import course_utils\nprint(course_utils.__file__)"
-    done = subprocess.run([sys.executable, "-c", code], cwd=bundle, capture_output=True, text=True, timeout=600,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(bundle), "HOME": str(bundle)})
+            imports.extend(
+                ast.unparse(node)
+                for node in tree.body
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+            )
+    modules = sorted(
+        f"course_utils.{p.stem}"
+        for p in (bundle / "course_utils").glob("*.py")
+        if p.stem != "__init__"
+    )
+    modules += sorted(
+        f"course_utils.checks.{p.stem}"
+        for p in (bundle / "course_utils" / "checks").glob("*.py")
+        if p.stem != "__init__"
+    )
+    code = (
+        "\n".join(sorted(set(imports)))
+        + "\nimport importlib\n"
+        + "".join(f"importlib.import_module({m!r})\n" for m in modules)
+        + "import course_utils\nprint(course_utils.__file__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=bundle,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(bundle), "HOME": str(bundle)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith(str(bundle / "course_utils" / "__init__.py"))

@@ -24,6 +24,7 @@ def run(model):
 
 # --- helpers ------------------------------------------------------------------------------------
 
+
 def test_embed_is_hook_embed(model, run):
     tokens, _, cache = run
     assert torch.equal(rs.embed(model, tokens), cache["hook_embed"])
@@ -39,11 +40,15 @@ def test_expand_kv_heads_groups_consecutive_query_heads():
 def test_heads_sum_to_attn_out(model, run):
     _, _, cache = run
     for layer in (0, 29):
-        z = rs.attention_z(cache[f"blocks.{layer}.attn.hook_pattern"], cache[f"blocks.{layer}.attn.hook_v"])
+        z = rs.attention_z(
+            cache[f"blocks.{layer}.attn.hook_pattern"], cache[f"blocks.{layer}.attn.hook_v"]
+        )
         torch.testing.assert_close(z, cache[f"blocks.{layer}.attn.hook_z"], atol=1e-5, rtol=1e-5)
         heads = rs.head_outputs(model, z, layer)
         assert heads.shape == (1, 11, model.cfg.n_heads, model.cfg.d_model)
-        torch.testing.assert_close(heads.sum(2), cache[f"blocks.{layer}.hook_attn_out"], atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(
+            heads.sum(2), cache[f"blocks.{layer}.hook_attn_out"], atol=1e-4, rtol=1e-5
+        )
 
 
 def test_block_forward_and_forward_from_parts(model, run):
@@ -60,11 +65,15 @@ def test_decomposition_sums_and_dla_adds_up_to_logit(model, run):
     _, logits, cache = run
     components, labels = rs.decompose_resid(cache, model.cfg.n_layers)
     assert labels[:3] == ["embed", "attn_0", "mlp_0"] and len(labels) == 2 * model.cfg.n_layers + 1
-    torch.testing.assert_close(components.sum(0), cache["blocks.29.hook_resid_post"], atol=1e-2, rtol=1e-6)
+    torch.testing.assert_close(
+        components.sum(0), cache["blocks.29.hook_resid_post"], atol=1e-2, rtol=1e-6
+    )
     paris = answer_token_id(model, " Paris")
     dla = rs.direct_logit_attribution(model, components, cache["ln_final.hook_scale"], paris)
     assert dla.shape == components.shape[:-1]
-    torch.testing.assert_close(dla.sum(0) + model.b_U[paris], logits[..., paris], atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(
+        dla.sum(0) + model.b_U[paris], logits[..., paris], atol=1e-3, rtol=1e-4
+    )
 
 
 def test_logit_lens_last_row_is_model_output(model, run):
@@ -87,13 +96,17 @@ def test_plots_return_figures(model, run):
 
     _, _, cache = run
     components, labels = rs.decompose_resid(cache, model.cfg.n_layers)
-    dla = rs.direct_logit_attribution(model, components, cache["ln_final.hook_scale"], 7042)[:, 0, -1]
+    dla = rs.direct_logit_attribution(model, components, cache["ln_final.hook_scale"], 7042)[
+        :, 0, -1
+    ]
     assert isinstance(rs.plot_direct_logit_attribution(dla, labels), Figure)
     with pytest.raises(ValueError):
         rs.plot_direct_logit_attribution(dla[:-1], labels)
     lens = rs.logit_lens(model, cache)[:, 0]
     tops = [model.tokenizer.decode([int(i)]) for i in lens.argmax(-1)]
-    assert isinstance(rs.plot_logit_lens(lens[:, 7042].exp(), tops, " Paris", lens.max(-1).values.exp()), Figure)
+    assert isinstance(
+        rs.plot_logit_lens(lens[:, 7042].exp(), tops, " Paris", lens.max(-1).values.exp()), Figure
+    )
     assert isinstance(rs.plot_stream_norms(torch.arange(5.0), torch.ones(5)), Figure)
     assert isinstance(rs.logit_lens_explorer(lens, model.tokenizer, static=True), Figure)
     assert len(rs.top_tokens_table(lens, model.tokenizer, k=3, layers=[0, 30])) == 2
@@ -104,9 +117,13 @@ def test_explorer_falls_back_to_a_figure_without_ipywidgets(model, run, monkeypa
 
     from matplotlib.figure import Figure
 
-    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # makes `import ipywidgets` raise ImportError
+    monkeypatch.setitem(
+        sys.modules, "ipywidgets", None
+    )  # makes `import ipywidgets` raise ImportError
     _, _, cache = run
-    assert isinstance(rs.logit_lens_explorer(rs.logit_lens(model, cache)[:, 0], model.tokenizer), Figure)
+    assert isinstance(
+        rs.logit_lens_explorer(rs.logit_lens(model, cache)[:, 0], model.tokenizer), Figure
+    )
 
 
 def test_explorer_is_a_widget_when_ipywidgets_is_installed(model, run):
@@ -116,12 +133,17 @@ def test_explorer_is_a_widget_when_ipywidgets_is_installed(model, run):
     explorer = rs.logit_lens_explorer(lens, model.tokenizer)
     assert isinstance(explorer, widgets.VBox)
     slider, table = explorer.children
-    assert slider.max == model.cfg.n_layers and "after 30 blocks" in table.value and "Paris" in table.value
+    assert (
+        slider.max == model.cfg.n_layers
+        and "after 30 blocks" in table.value
+        and "Paris" in table.value
+    )
     slider.value = 0  # moving the slider rewrites the table
     assert "after 0 blocks" in table.value and "Paris" not in table.value
 
 
 # --- checks pass on the reference and fail on wrong code ------------------------------------------
+
 
 def _stub(*args, **kwargs):
     raise NotImplementedError()
@@ -133,10 +155,12 @@ def _zero_last(activation, hook):
     return activation
 
 
-def _logit_diff_dla(model, tokens, answer_id, foil_id, zeroed=None, scale_from_clean=False,
-                    zero_all_positions=False):
+def _logit_diff_dla(
+    model, tokens, answer_id, foil_id, zeroed=None, scale_from_clean=False, zero_all_positions=False
+):
     """A reference for exercise 01.9 built from the library's decompose_resid and DLA; the keyword
     arguments make the typical mistakes the check must catch."""
+
     def zero_all(activation, hook):
         return torch.zeros_like(activation)
 
@@ -178,10 +202,14 @@ def test_check_fails_on_stub(model, check):
 
 
 def _tiled_attention_z(pattern, v):
-    return torch.einsum("bhqk,bkhd->bqhd", pattern, v.repeat(1, 1, pattern.shape[1] // v.shape[2], 1))
+    return torch.einsum(
+        "bhqk,bkhd->bqhd", pattern, v.repeat(1, 1, pattern.shape[1] // v.shape[2], 1)
+    )
 
 
-def _block_post_norm(block, resid_pre, rotary):  # the tutor's version: normalise the stream after each add
+def _block_post_norm(
+    block, resid_pre, rotary
+):  # the tutor's version: normalise the stream after each add
     attn_out, _ = block.attn(block.ln1(resid_pre), position_embeddings=rotary, attention_mask=None)
     resid_mid = block.ln2(resid_pre + attn_out)
     return resid_mid, block.ln2(resid_mid + block.mlp(resid_mid))
@@ -227,8 +255,16 @@ WRONG = [
     (checks.check_embed, lambda model, tokens: model.W_E[tokens][0], "batch"),
     (checks.check_embed, lambda model, tokens: model.W_U.T[tokens] * 2, "values differ"),
     (checks.check_attention_z, _tiled_attention_z, "tiled"),
-    (checks.check_head_outputs, lambda model, z, layer: rs.head_outputs(model, z, layer).sum(2), "heads separate"),
-    (checks.check_head_outputs, lambda model, z, layer: rs.head_outputs(model, z, (layer + 1) % 30), "values differ"),
+    (
+        checks.check_head_outputs,
+        lambda model, z, layer: rs.head_outputs(model, z, layer).sum(2),
+        "heads separate",
+    ),
+    (
+        checks.check_head_outputs,
+        lambda model, z, layer: rs.head_outputs(model, z, (layer + 1) % 30),
+        "values differ",
+    ),
     (checks.check_block_forward, _block_post_norm, "values differ"),
     (checks.check_forward_from_parts, _forward_via_model, "not model"),
     (checks.check_forward_from_parts, _forward_without_final_norm, "values differ"),
@@ -237,13 +273,27 @@ WRONG = [
     (checks.check_direct_logit_attribution, _dla_without_gain, "values differ"),
     (checks.check_logit_lens, _lens_probabilities, "log-probabilities"),
     (checks.check_logit_lens, _lens_without_norm, "values differ"),
-    (checks.check_logit_diff_dla, lambda *args: _logit_diff_dla(*args, scale_from_clean=True), "own ln_final"),
-    (checks.check_logit_diff_dla, lambda *args: _logit_diff_dla(*args, zero_all_positions=True), "last position"),
-    (checks.check_logit_diff_dla, lambda m, t, a, f, z: _logit_diff_dla(m, t, a, f, None), "last position"),
+    (
+        checks.check_logit_diff_dla,
+        lambda *args: _logit_diff_dla(*args, scale_from_clean=True),
+        "own ln_final",
+    ),
+    (
+        checks.check_logit_diff_dla,
+        lambda *args: _logit_diff_dla(*args, zero_all_positions=True),
+        "last position",
+    ),
+    (
+        checks.check_logit_diff_dla,
+        lambda m, t, a, f, z: _logit_diff_dla(m, t, a, f, None),
+        "last position",
+    ),
 ]
 
 
-@pytest.mark.parametrize("check, wrong, message", WRONG, ids=[f"{c.__name__}-{m}" for c, _, m in WRONG])
+@pytest.mark.parametrize(
+    "check, wrong, message", WRONG, ids=[f"{c.__name__}-{m}" for c, _, m in WRONG]
+)
 def test_check_fails_on_wrong_code(model, check, wrong, message):
     with pytest.raises(CheckFailed, match=message):
         check(wrong, model)
@@ -251,14 +301,16 @@ def test_check_fails_on_wrong_code(model, check, wrong, message):
 
 # --- lesson 01's quiz ---------------------------------------------------------------------------
 
+
 def test_quiz_bank_is_up_to_date_and_explains_every_option():
     import json
 
     from course_utils.quizzes import BANK_DIR, SPEC_DIR, build_bank, dumps, load_quiz
 
     spec = json.loads((SPEC_DIR / "01_residual_stream.json").read_text())
-    assert (BANK_DIR / "01_residual_stream.json").read_text() == dumps(build_bank(spec)), \
+    assert (BANK_DIR / "01_residual_stream.json").read_text() == dumps(build_bank(spec)), (
         "run: python -m course_utils.quizzes build solutions/quizzes/01_residual_stream.json"
+    )
     quiz = load_quiz("01_residual_stream")
     assert len(spec["questions"]) >= 2
     for question in spec["questions"]:
@@ -269,7 +321,7 @@ def test_quiz_bank_is_up_to_date_and_explains_every_option():
 
 
 def test_tolerance_table_covers_every_check():
-    names = {name[len("check_"):] for name in dir(checks) if name.startswith("check_")}
+    names = {name[len("check_") :] for name in dir(checks) if name.startswith("check_")}
     assert names == set(checks.TOLERANCE)
 
 

@@ -59,7 +59,7 @@ def test_every_row_of_the_mapping_table_reads_the_same_tensor(nn_model, model, p
         for path in names.values():
             got.append(eval(path, {"model": m}).save())
     logits, cache = model.run_with_cache(clean)
-    for (tl_name, path), value in zip(names.items(), got):
+    for (tl_name, path), value in zip(names.items(), got, strict=False):
         want = logits if tl_name == "logits" else cache[tl_name]
         want = want.flatten(-2) if tl_name.endswith("hook_z") else want
         error = ((value - want).abs().max() / want.abs().max()).item()
@@ -110,7 +110,7 @@ def test_task_vector_and_patched_predictions_equal_transformer_lens(nn_model, mo
     torch.testing.assert_close(theta, want, atol=ATOL, rtol=0)
     queries = ["good", "light"]
     top = sc.patched_predictions(nn_model, queries, theta, layer)
-    for query, got in zip(queries, top.tolist()):
+    for query, got in zip(queries, top.tolist(), strict=False):
         tokens = model.to_tokens(zero_shot_prompt(query))
 
         def write(resid, hook):

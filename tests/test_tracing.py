@@ -32,7 +32,14 @@ def test_fast_equals_reference(model, scale, fact, kind):
     n_pos = model.to_tokens(prompt).shape[1]
     layers = [0, 4, 17, 29]  # the window clips at both ends; hidden at 29 restores the final state
     positions = sorted({0, start, stop - 1, min(stop, n_pos - 1), n_pos - 1})
-    kwargs = dict(samples=SAMPLES, noise_scale=scale, seed=3, layers=layers, positions=positions, foil=" London")
+    kwargs = dict(
+        samples=SAMPLES,
+        noise_scale=scale,
+        seed=3,
+        layers=layers,
+        positions=positions,
+        foil=" London",
+    )
     fast = tracing.trace(model, prompt, subject, answer, kind, progress=False, **kwargs)
     reference = tracing.trace_reference(model, prompt, subject, answer, kind, **kwargs)
     assert abs(fast.clean_prob - reference.clean_prob) <= 1e-5
@@ -56,15 +63,21 @@ def test_fast_full_rows_equal_reference_cells(model, scale, kind):
     """All 30 layers of a token in one growing batch (cells share rows while their restores agree, e.g.
     the MLP/attention windows clipped at layer 0; hidden restores at the first subject token move it into
     the cached prefix): spot-check against ROME's loop, including the clipped windows 0..5 and layer 6."""
-    prompt, subject, answer = FACTS[1]  # "Japan": one subject token, so the first and last subject token
+    prompt, subject, answer = FACTS[
+        1
+    ]  # "Japan": one subject token, so the first and last subject token
     start, stop = tracing.subject_token_span(model, prompt, subject)
     last = model.to_tokens(prompt).shape[1] - 1
     kwargs = dict(samples=2, noise_scale=scale, seed=0, positions=[start, last])
     fast = tracing.trace(model, prompt, subject, answer, kind, progress=False, **kwargs)
     layers = [0, 3, 5, 6, 28, 29]
-    reference = tracing.trace_reference(model, prompt, subject, answer, kind, layers=layers, **kwargs)
+    reference = tracing.trace_reference(
+        model, prompt, subject, answer, kind, layers=layers, **kwargs
+    )
     picked = [start, last]
-    assert (fast.scores[layers][:, picked] - reference.scores[layers][:, picked]).abs().max() <= 1e-5
+    assert (
+        fast.scores[layers][:, picked] - reference.scores[layers][:, picked]
+    ).abs().max() <= 1e-5
 
 
 def test_trace_result_and_plot(model, scale):
@@ -73,15 +86,26 @@ def test_trace_result_and_plot(model, scale):
     matplotlib.use("Agg")
     prompt, subject, answer = FACTS[1]
     n_pos = model.to_tokens(prompt).shape[1]
-    result = tracing.trace(model, prompt, subject, answer, "hidden", samples=2, noise_scale=scale,
-                           positions=[n_pos - 1], progress=False)
+    result = tracing.trace(
+        model,
+        prompt,
+        subject,
+        answer,
+        "hidden",
+        samples=2,
+        noise_scale=scale,
+        positions=[n_pos - 1],
+        progress=False,
+    )
     assert result.scores.shape == (model.cfg.n_layers, n_pos)
     assert result.tokens[0] == "<|endoftext|>" and len(result.tokens) == n_pos
     assert result.clean_prob > result.corrupted_prob
     # restoring the final state at the last position is the clean run itself
     assert abs(float(result.scores[-1, -1]) - result.clean_prob) < 1e-5
     assert result.settings.kind == "hidden" and result.settings.samples == 2
-    assert torch.allclose(result.indirect_effect[:, -1], result.scores[:, -1] - result.corrupted_prob)
+    assert torch.allclose(
+        result.indirect_effect[:, -1], result.scores[:, -1] - result.corrupted_prob
+    )
     assert result.to_dict()["subject_span"] == result.subject_span
     figure = tracing.plot_trace(result)
     assert isinstance(figure, matplotlib.figure.Figure)
@@ -91,8 +115,17 @@ def test_restores_before_the_subject_change_nothing(model, scale):
     prompt, subject, answer = FACTS[1]  # "Japan" starts at position 4
     start, _ = tracing.subject_token_span(model, prompt, subject)
     assert start == 4
-    result = tracing.trace_reference(model, prompt, subject, answer, "hidden", samples=2, noise_scale=scale,
-                                     layers=[0, 15], positions=[1, start - 1])
+    result = tracing.trace_reference(
+        model,
+        prompt,
+        subject,
+        answer,
+        "hidden",
+        samples=2,
+        noise_scale=scale,
+        layers=[0, 15],
+        positions=[1, start - 1],
+    )
     assert (result.scores[[0, 15]][:, [1, start - 1]] - result.corrupted_prob).abs().max() < 1e-6
 
 
@@ -104,8 +137,9 @@ def test_default_noise_is_romes_rule_over_the_shipped_facts(model):
     assert tracing.rome_noise_scale(model) == pytest.approx(expected)
     assert 0.3 < expected < 0.4
     n_pos = model.to_tokens(prompt).shape[1]
-    result = tracing.trace(model, prompt, subject, answer, samples=2, layers=[3], positions=[n_pos - 1],
-                           progress=False)
+    result = tracing.trace(
+        model, prompt, subject, answer, samples=2, layers=[3], positions=[n_pos - 1], progress=False
+    )
     assert result.settings.noise_scale == pytest.approx(expected)
 
 
@@ -113,30 +147,62 @@ def test_explicit_noise_reproduces_the_drawn_noise_and_is_validated(model, scale
     prompt, subject, answer = FACTS[1]  # one subject token
     n_pos = model.to_tokens(prompt).shape[1]
     kwargs = dict(layers=[2, 20], positions=[n_pos - 2, n_pos - 1], progress=False)
-    drawn = tracing.trace(model, prompt, subject, answer, samples=3, noise_scale=scale, seed=5, **kwargs)
+    drawn = tracing.trace(
+        model, prompt, subject, answer, samples=3, noise_scale=scale, seed=5, **kwargs
+    )
     noise = tracing.make_noise(3, 1, model.cfg.d_model, scale, seed=5)
     given = tracing.trace(model, prompt, subject, answer, noise=noise, **kwargs)
     assert torch.equal(torch.nan_to_num(given.scores), torch.nan_to_num(drawn.scores))
-    assert given.settings.samples == 3 and given.settings.noise_scale is None and given.settings.seed is None
+    assert (
+        given.settings.samples == 3
+        and given.settings.noise_scale is None
+        and given.settings.seed is None
+    )
     with pytest.raises(ValueError, match="not both"):
         tracing.trace(model, prompt, subject, answer, noise=noise, noise_scale=scale, **kwargs)
     with pytest.raises(ValueError, match=r"\[sample, 1, 576\]"):
-        tracing.trace(model, prompt, subject, answer, noise=torch.zeros(3, 2, model.cfg.d_model), **kwargs)
+        tracing.trace(
+            model, prompt, subject, answer, noise=torch.zeros(3, 2, model.cfg.d_model), **kwargs
+        )
 
 
 def test_effect_metrics(model, scale):
     prompt, subject, answer = FACTS[1]
     n_pos = model.to_tokens(prompt).shape[1]
-    result = tracing.trace(model, prompt, subject, answer, samples=2, noise_scale=scale, foil=" Kyoto",
-                           layers=[29], positions=[n_pos - 1], progress=False)
+    result = tracing.trace(
+        model,
+        prompt,
+        subject,
+        answer,
+        samples=2,
+        noise_scale=scale,
+        foil=" Kyoto",
+        layers=[29],
+        positions=[n_pos - 1],
+        progress=False,
+    )
     # restoring the final state at the last position is the clean run, in every metric
     for metric in tracing.METRICS:
         assert abs(float(result.metric_scores(metric)[29, -1]) - result.clean[metric]) < 1e-4
-        assert torch.allclose(result.effect(metric), result.metric_scores(metric) - result.corrupted[metric],
-                              equal_nan=True)
-    assert result.clean["log_prob"] == pytest.approx(torch.tensor(result.clean_prob).log().item(), abs=1e-5)
-    no_foil = tracing.trace(model, prompt, subject, answer, samples=2, noise_scale=scale, layers=[29],
-                            positions=[n_pos - 1], progress=False)
+        assert torch.allclose(
+            result.effect(metric),
+            result.metric_scores(metric) - result.corrupted[metric],
+            equal_nan=True,
+        )
+    assert result.clean["log_prob"] == pytest.approx(
+        torch.tensor(result.clean_prob).log().item(), abs=1e-5
+    )
+    no_foil = tracing.trace(
+        model,
+        prompt,
+        subject,
+        answer,
+        samples=2,
+        noise_scale=scale,
+        layers=[29],
+        positions=[n_pos - 1],
+        progress=False,
+    )
     with pytest.raises(ValueError, match="foil"):
         no_foil.effect("logit_diff")
     with pytest.raises(ValueError, match="metric"):
@@ -178,7 +244,9 @@ def test_clear_errors(model):
 def test_attribution_patching_shape_and_zero_before_subject(model, scale):
     prompt, subject, answer = FACTS[1]
     start, _ = tracing.subject_token_span(model, prompt, subject)
-    estimate = tracing.attribution_patching(model, prompt, subject, answer, samples=2, noise_scale=scale)
+    estimate = tracing.attribution_patching(
+        model, prompt, subject, answer, samples=2, noise_scale=scale
+    )
     assert estimate.shape == (model.cfg.n_layers, model.to_tokens(prompt).shape[1])
     # clean and corrupted states are equal there; only batch-size-dependent float rounding (~1e-9 with 2
     # threads) remains, against effects of order 1e-2 at the subject
@@ -194,7 +262,9 @@ def test_attribution_patching_averages_samples_once(model, scale, metric):
     one = tracing.make_noise(1, 1, model.cfg.d_model, scale, seed=1)
     kwargs = dict(metric=metric, foil=" Kyoto")
     single = tracing.attribution_patching(model, prompt, subject, answer, noise=one, **kwargs)
-    double = tracing.attribution_patching(model, prompt, subject, answer, noise=one.repeat(2, 1, 1), **kwargs)
+    double = tracing.attribution_patching(
+        model, prompt, subject, answer, noise=one.repeat(2, 1, 1), **kwargs
+    )
     assert (single - double).abs().max() <= 1e-4 * single.abs().max()
     assert single.abs().max() > 1e-3
 
@@ -205,9 +275,12 @@ def test_attribution_patching_of_the_final_state_is_first_order_exact_for_logit_
     prompt, subject, answer = FACTS[1]
     n_pos = model.to_tokens(prompt).shape[1]
     kwargs = dict(samples=2, noise_scale=scale, seed=0, foil=" Kyoto")
-    estimate = tracing.attribution_patching(model, prompt, subject, answer, metric="logit_diff", **kwargs)
-    exact = tracing.trace(model, prompt, subject, answer, layers=[29], positions=[n_pos - 1], progress=False,
-                          **kwargs).effect("logit_diff")
+    estimate = tracing.attribution_patching(
+        model, prompt, subject, answer, metric="logit_diff", **kwargs
+    )
+    exact = tracing.trace(
+        model, prompt, subject, answer, layers=[29], positions=[n_pos - 1], progress=False, **kwargs
+    ).effect("logit_diff")
     assert float(exact[29, -1]) != 0
     assert 0.5 < float(estimate[29, -1]) / float(exact[29, -1]) < 2
 
@@ -234,6 +307,7 @@ def test_lesson_04_quiz_bank_is_built_from_its_spec():
 
 # ---- checks: each must fail on the stub and on a plausible mistake --------------------------------
 
+
 def _stub(*args, **kwargs):
     raise NotImplementedError()
 
@@ -242,16 +316,18 @@ def _good_noise_hook(span, scale, seed):
     def hook(embed, hook=None):
         noise = tracing.make_noise(embed.shape[0], span[1] - span[0], embed.shape[2], scale, seed)
         out = embed.clone()
-        out[:, span[0]:span[1]] += noise
+        out[:, span[0] : span[1]] += noise
         return out
+
     return hook
 
 
 def _unseeded_noise_hook(span, scale, seed):
     def hook(embed, hook=None):
         out = embed.clone()
-        out[:, span[0]:span[1]] += scale * torch.randn_like(out[:, span[0]:span[1]])
+        out[:, span[0] : span[1]] += scale * torch.randn_like(out[:, span[0] : span[1]])
         return out
+
     return hook
 
 
@@ -260,6 +336,7 @@ def _good_restore_hook(clean_act, position):
         out = act.clone()
         out[:, position] = clean_act[position]
         return out
+
     return hook
 
 
@@ -267,6 +344,7 @@ def _in_place_restore_hook(clean_act, position):
     def hook(act, hook=None):
         act[:, position] = clean_act[position]
         return act
+
     return hook
 
 
@@ -277,22 +355,39 @@ def test_noise_and_restore_checks_pass_on_correct_code(model):
     checks.check_restore_hook(_good_restore_hook, model, hidden=True)
 
 
-@pytest.mark.parametrize("wrong", [_stub, _unseeded_noise_hook, lambda span, scale, seed: _good_noise_hook(span, 2 * scale, seed)])
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        _stub,
+        _unseeded_noise_hook,
+        lambda span, scale, seed: _good_noise_hook(span, 2 * scale, seed),
+    ],
+)
 def test_noise_check_fails_on_wrong_code(model, wrong):
     with pytest.raises(CheckFailed):
         checks.check_subject_noise_hook(wrong, model)
 
 
-@pytest.mark.parametrize("wrong", [_stub, _in_place_restore_hook,
-                                   lambda clean, position: _good_restore_hook(clean, position + 1)])
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        _stub,
+        _in_place_restore_hook,
+        lambda clean, position: _good_restore_hook(clean, position + 1),
+    ],
+)
 def test_restore_check_fails_on_wrong_code(model, wrong):
     with pytest.raises(CheckFailed):
         checks.check_restore_hook(wrong, model)
 
 
-def _cell_without_restore(model, tokens, answer_id, noise_hook, clean_cache, kind, layer, position, samples=10):
+def _cell_without_restore(
+    model, tokens, answer_id, noise_hook, clean_cache, kind, layer, position, samples=10
+):
     """A plausible mistake: forgets the restore hook, so every cell is the corrupted baseline."""
-    logits = model.run_with_hooks(tokens.expand(samples, -1), fwd_hooks=[("hook_embed", noise_hook)])
+    logits = model.run_with_hooks(
+        tokens.expand(samples, -1), fwd_hooks=[("hook_embed", noise_hook)]
+    )
     return float(logits[:, -1].softmax(-1)[:, answer_id].mean())
 
 
@@ -304,12 +399,20 @@ def test_trace_cell_check_fails_on_wrong_code(model):
 
 def test_row_and_heatmap_checks_fail_on_wrong_code(model):
     n_layers = model.cfg.n_layers
-    for wrong in (_stub, lambda *args, **kwargs: torch.zeros(n_layers), lambda *args, **kwargs: torch.zeros(n_layers - 1)):
+    for wrong in (
+        _stub,
+        lambda *args, **kwargs: torch.zeros(n_layers),
+        lambda *args, **kwargs: torch.zeros(n_layers - 1),
+    ):
         with pytest.raises(CheckFailed):
             checks.check_trace_row(wrong, model)
     n_pos = model.to_tokens(checks.SHORT_FACT[0]).shape[1]  # the heatmap check uses a short prompt
-    for wrong in (_stub, lambda *args, **kwargs: torch.zeros(2, n_pos), lambda *args, **kwargs: torch.zeros(2, n_pos + 5),
-                  lambda *args, **kwargs: [[0.0] * n_pos] * 2):
+    for wrong in (
+        _stub,
+        lambda *args, **kwargs: torch.zeros(2, n_pos),
+        lambda *args, **kwargs: torch.zeros(2, n_pos + 5),
+        lambda *args, **kwargs: [[0.0] * n_pos] * 2,
+    ):
         with pytest.raises(CheckFailed):
             checks.check_trace_heatmap(wrong, model)
 
@@ -317,7 +420,9 @@ def test_row_and_heatmap_checks_fail_on_wrong_code(model):
 def test_trace_all_kinds_shares_runs_but_equals_single_traces(model, scale):
     prompt, subject, answer = FACTS[1]
     last = model.to_tokens(prompt).shape[1] - 1
-    kwargs = dict(samples=2, noise_scale=scale, seed=4, layers=[2, 20], positions=[last], progress=False)
+    kwargs = dict(
+        samples=2, noise_scale=scale, seed=4, layers=[2, 20], positions=[last], progress=False
+    )
     together = tracing.trace_all_kinds(model, prompt, subject, answer, **kwargs)
     assert list(together) == list(tracing.KINDS)
     for kind, result in together.items():

@@ -16,8 +16,9 @@ Lesson-specific checks live in the submodules (``checks.residual_stream``, ``che
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 RESULTS: list["CheckResult"] = []  # every check run in this process, in order (read by the grader)
 
@@ -35,8 +36,12 @@ class CheckResult:
         return f"{'✅' if self.passed else '❌'} {self.exercise}: {self.message}"
 
     def to_dict(self) -> dict:
-        return {"exercise": self.exercise, "passed": self.passed, "message": self.message,
-                "max_abs_diff": self.max_abs_diff}
+        return {
+            "exercise": self.exercise,
+            "passed": self.passed,
+            "message": self.message,
+            "max_abs_diff": self.max_abs_diff,
+        }
 
 
 class CheckFailed(AssertionError):
@@ -49,7 +54,9 @@ class CheckFailed(AssertionError):
     def _render_traceback_(self) -> list[str]:
         """IPython calls this instead of printing a traceback: the ❌ line above says what is wrong and
         a traceback into the check's own code would only bury it."""
-        return [f"CheckFailed: {self.result.exercise} did not pass (see the ❌ line above); fix the exercise and re-run."]
+        return [
+            f"CheckFailed: {self.result.exercise} did not pass (see the ❌ line above); fix the exercise and re-run."
+        ]
 
 
 class _Fail(Exception):
@@ -63,7 +70,9 @@ class _Fail(Exception):
 
 HIDDEN_NOTE = "visible checks only; hidden tests run at grading"
 
-_GRADING_SEED: int | None = None  # set by the grader only (course_utils.grading); None in a notebook
+_GRADING_SEED: int | None = (
+    None  # set by the grader only (course_utils.grading); None in a notebook
+)
 
 
 def set_grading_seed(seed: int | None) -> int | None:
@@ -86,12 +95,46 @@ def hidden_rng(exercise: str):
     return random.Random(f"{_GRADING_SEED}:{exercise}")
 
 
-_PROMPT_WORDS = ("river", "castle", "teacher", "garden", "engine", "village", "market", "doctor",
-                 "winter", "island", "bridge", "forest", "painter", "station", "library", "ocean",
-                 "mountain", "kitchen", "soldier", "harbor", "farmer", "window", "temple", "desert",
-                 "museum", "captain", "valley", "tower", "student", "palace", "garage", "planet")
-_PROMPT_TEMPLATES = ("The {0} near the {1} was built by the {2}", "My {0} told the {1} that the {2}",
-                     "In the {0}, the old {1} and the {2} are", "The {0} and the {1} of the {2} were")
+_PROMPT_WORDS = (
+    "river",
+    "castle",
+    "teacher",
+    "garden",
+    "engine",
+    "village",
+    "market",
+    "doctor",
+    "winter",
+    "island",
+    "bridge",
+    "forest",
+    "painter",
+    "station",
+    "library",
+    "ocean",
+    "mountain",
+    "kitchen",
+    "soldier",
+    "harbor",
+    "farmer",
+    "window",
+    "temple",
+    "desert",
+    "museum",
+    "captain",
+    "valley",
+    "tower",
+    "student",
+    "palace",
+    "garage",
+    "planet",
+)
+_PROMPT_TEMPLATES = (
+    "The {0} near the {1} was built by the {2}",
+    "My {0} told the {1} that the {2}",
+    "In the {0}, the old {1} and the {2} are",
+    "The {0} and the {1} of the {2} were",
+)
 
 
 def random_prompt(rng) -> str:
@@ -99,7 +142,9 @@ def random_prompt(rng) -> str:
     return rng.choice(_PROMPT_TEMPLATES).format(*rng.sample(_PROMPT_WORDS, 3))
 
 
-def run_check(exercise: str, body: Callable[[], str | tuple[str, float]], hidden_tests: bool = True) -> None:
+def run_check(
+    exercise: str, body: Callable[[], str | tuple[str, float]], hidden_tests: bool = True
+) -> None:
     """Run ``body`` (which returns a success message, or raises ``_Fail``), print and record the result.
 
     Returns nothing, so a check cell shows only the printed line; the result is ``RESULTS[-1]``.
@@ -136,7 +181,9 @@ def call(fn: Any, *args, name: str | None = None, **kwargs):
     try:
         return fn(*args, **kwargs)
     except NotImplementedError:
-        raise _Fail(f"`{label}` is not implemented yet: replace `raise NotImplementedError()` with your code") from None
+        raise _Fail(
+            f"`{label}` is not implemented yet: replace `raise NotImplementedError()` with your code"
+        ) from None
     except _Fail:
         raise
     except Exception as error:  # the learner's bug, reported rather than re-raised
@@ -149,8 +196,16 @@ def expect(condition: bool, message: str) -> None:
         raise _Fail(message)
 
 
-def compare_tensors(actual: Any, expected, *, what: str, atol: float, rtol: float = 0.0,
-                    dims: str = "", hint: str = "") -> float:
+def compare_tensors(
+    actual: Any,
+    expected,
+    *,
+    what: str,
+    atol: float,
+    rtol: float = 0.0,
+    dims: str = "",
+    hint: str = "",
+) -> float:
     """Compare a learner's tensor with the truth: type, then shape, then dtype, then values.
 
     Returns the max absolute difference; raises ``_Fail`` with a targeted message otherwise.
@@ -163,9 +218,13 @@ def compare_tensors(actual: Any, expected, *, what: str, atol: float, rtol: floa
         raise _Fail(f"{what}: expected a torch.Tensor, got {type(actual).__name__}.{hint_text}")
     if actual.shape != expected.shape:
         named = f" [{dims}]" if dims else ""
-        raise _Fail(f"{what}: wrong shape: expected {tuple(expected.shape)}{named}, got {tuple(actual.shape)}.{hint_text}")
+        raise _Fail(
+            f"{what}: wrong shape: expected {tuple(expected.shape)}{named}, got {tuple(actual.shape)}.{hint_text}"
+        )
     if actual.dtype != expected.dtype:
-        raise _Fail(f"{what}: wrong dtype: expected {expected.dtype}, got {actual.dtype}.{hint_text}")
+        raise _Fail(
+            f"{what}: wrong dtype: expected {expected.dtype}, got {actual.dtype}.{hint_text}"
+        )
     actual = actual.detach().to(expected.device)
     diff = (actual - expected.detach()).abs()
     max_diff = float(diff.max()) if diff.numel() else 0.0
@@ -173,8 +232,11 @@ def compare_tensors(actual: Any, expected, *, what: str, atol: float, rtol: floa
         torch.testing.assert_close(actual, expected.detach(), atol=atol, rtol=rtol)
     except AssertionError:
         where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0]) if diff.numel() else ()
-        raise _Fail(f"{what}: values differ: max |diff| = {max_diff:.3g} at index {where} "
-                    f"(tolerance atol={atol:g}, rtol={rtol:g}).{hint_text}", max_diff) from None
+        raise _Fail(
+            f"{what}: values differ: max |diff| = {max_diff:.3g} at index {where} "
+            f"(tolerance atol={atol:g}, rtol={rtol:g}).{hint_text}",
+            max_diff,
+        ) from None
     return max_diff
 
 

@@ -35,19 +35,27 @@ def _as_float(value, what: str) -> float:
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Fail(f"{what}: expected a float, got {type(value).__name__}. Hint: return float(probability)")
+        raise _Fail(
+            f"{what}: expected a float, got {type(value).__name__}. Hint: return float(probability)"
+        )
     return float(value)
 
 
 def check_corrupted_answer_prob(fn, model, hidden: bool = False):
     """fn(model, prompt, answer, positions) -> float, p(answer) with those embeddings zeroed."""
-    cases = [(*COLOSSEUM, [1, 2, 3, 4]), (*COLOSSEUM, [9])] if hidden else [(*EIFFEL, [1, 2, 3, 4]), (*JAPAN, [4])]
+    cases = (
+        [(*COLOSSEUM, [1, 2, 3, 4]), (*COLOSSEUM, [9])]
+        if hidden
+        else [(*EIFFEL, [1, 2, 3, 4]), (*JAPAN, [4])]
+    )
 
     def body():
         worst = 0.0
         for prompt, answer, positions in cases:
-            got = _as_float(call(fn, model, prompt, answer, list(positions), name="corrupted_answer_prob"),
-                            f"for {prompt!r}")
+            got = _as_float(
+                call(fn, model, prompt, answer, list(positions), name="corrupted_answer_prob"),
+                f"for {prompt!r}",
+            )
 
             def zero(embeds, positions=positions):
                 embeds[:, positions] = 0.0
@@ -58,45 +66,78 @@ def check_corrupted_answer_prob(fn, model, hidden: bool = False):
             worst = max(worst, diff)
             if diff > ATOL:
                 clean = float(_truth_probs(model, prompt, answer, lambda e: e)[0])
-                hint = (" It equals the clean probability: is the hook attached to 'hook_embed' and returned?"
-                        if abs(got - clean) < ATOL else
-                        " Zero exactly `positions` of hook_embed (position 0 is the BOS), take the last position, softmax.")
-                raise _Fail(f"p({answer!r}) for {prompt!r} with positions {positions} zeroed: expected {want:.4f}, "
-                            f"got {got:.4f}.{hint}", diff)
-        return f"matches zeroed inputs_embeds on {len(cases)} cases ({tolerance_text(worst, ATOL)})", worst
+                hint = (
+                    " It equals the clean probability: is the hook attached to 'hook_embed' and returned?"
+                    if abs(got - clean) < ATOL
+                    else " Zero exactly `positions` of hook_embed (position 0 is the BOS), take the last position, softmax."
+                )
+                raise _Fail(
+                    f"p({answer!r}) for {prompt!r} with positions {positions} zeroed: expected {want:.4f}, "
+                    f"got {got:.4f}.{hint}",
+                    diff,
+                )
+        return (
+            f"matches zeroed inputs_embeds on {len(cases)} cases ({tolerance_text(worst, ATOL)})",
+            worst,
+        )
 
     run_check("03.1 corrupted_answer_prob", body, hidden_tests=not hidden)
 
 
 def check_noised_answer_probs(fn, model, hidden: bool = False):
-    """fn(model, prompt, answer, positions, scale, n_samples, seed) -> Float[Tensor, "sample"]."""
+    """fn(model, prompt, answer, positions, scale, n_samples, seed) -> Float[Tensor, " sample"]."""
     import torch
 
-    cases = [(*COLOSSEUM, [1, 2, 3, 4], 0.2, 3, 7)] if hidden else [(*EIFFEL, [1, 2, 3, 4], 0.1, 4, 0)]
+    cases = (
+        [(*COLOSSEUM, [1, 2, 3, 4], 0.2, 3, 7)] if hidden else [(*EIFFEL, [1, 2, 3, 4], 0.1, 4, 0)]
+    )
 
     def body():
         worst = 0.0
         for prompt, answer, positions, scale, n_samples, seed in cases:
-            got = call(fn, model, prompt, answer, list(positions), scale, n_samples, seed, name="noised_answer_probs")
+            got = call(
+                fn,
+                model,
+                prompt,
+                answer,
+                list(positions),
+                scale,
+                n_samples,
+                seed,
+                name="noised_answer_probs",
+            )
 
             def noise(embeds, positions=positions, scale=scale, n_samples=n_samples, seed=seed):
                 generator = torch.Generator().manual_seed(seed)
-                draw = torch.randn((n_samples, len(positions), embeds.shape[-1]), generator=generator)
+                draw = torch.randn(
+                    (n_samples, len(positions), embeds.shape[-1]), generator=generator
+                )
                 embeds[:, positions] += draw * scale
                 return embeds
 
             want = _truth_probs(model, prompt, answer, noise, batch=n_samples)
-            worst = max(worst, compare_tensors(
-                got, want, what=f"p({answer!r}) per noise sample", atol=ATOL, dims="sample",
-                hint="one run_with_hooks on the prompt repeated n_samples times (tokens.repeat(n_samples, 1)) "
-                     "with a single make_noise_hook(positions, scale, seed=seed) on 'hook_embed'"))
-        return f"matches noised inputs_embeds sample by sample ({tolerance_text(worst, ATOL)})", worst
+            worst = max(
+                worst,
+                compare_tensors(
+                    got,
+                    want,
+                    what=f"p({answer!r}) per noise sample",
+                    atol=ATOL,
+                    dims="sample",
+                    hint="one run_with_hooks on the prompt repeated n_samples times (tokens.repeat(n_samples, 1)) "
+                    "with a single make_noise_hook(positions, scale, seed=seed) on 'hook_embed'",
+                ),
+            )
+        return (
+            f"matches noised inputs_embeds sample by sample ({tolerance_text(worst, ATOL)})",
+            worst,
+        )
 
     run_check("03.2 noised_answer_probs", body, hidden_tests=not hidden)
 
 
 def check_single_token_effects(fn, model, hidden: bool = False):
-    """fn(model, prompt, answer) -> Float[Tensor, "pos"]; entry 0 holds the clean p(answer)."""
+    """fn(model, prompt, answer) -> Float[Tensor, " pos"]; entry 0 holds the clean p(answer)."""
     prompt, answer = COLOSSEUM if hidden else JAPAN
 
     def body():
@@ -109,10 +150,22 @@ def check_single_token_effects(fn, model, hidden: bool = False):
             return embeds
 
         want = _truth_probs(model, prompt, answer, zero_each, batch=n_pos)
-        diff = compare_tensors(got, want, what=f"effects for {prompt!r}", atol=ATOL, dims="pos",
-                               hint="entry i is p(answer) with only position i zeroed; entry 0 (the BOS) is the "
-                                    "clean p(answer), never corrupted")
-        expect(int(got.argmin()) == int(want.argmin()), "the most important position differs from the truth")
-        return f"all {n_pos} positions match zeroed inputs_embeds ({tolerance_text(diff, ATOL)})", diff
+        diff = compare_tensors(
+            got,
+            want,
+            what=f"effects for {prompt!r}",
+            atol=ATOL,
+            dims="pos",
+            hint="entry i is p(answer) with only position i zeroed; entry 0 (the BOS) is the "
+            "clean p(answer), never corrupted",
+        )
+        expect(
+            int(got.argmin()) == int(want.argmin()),
+            "the most important position differs from the truth",
+        )
+        return (
+            f"all {n_pos} positions match zeroed inputs_embeds ({tolerance_text(diff, ATOL)})",
+            diff,
+        )
 
     run_check("03.3 single_token_effects", body, hidden_tests=not hidden)

@@ -154,7 +154,7 @@ def check_per_head_dla(fn, model, hidden: bool = False):
 
 
 def check_attention_row(fn, model, hidden: bool = False):
-    """fn(cache, layer, head, query_pos) -> Float[Tensor, "pos"]."""
+    """fn(cache, layer, head, query_pos) -> Float[Tensor, " pos"]."""
 
     def body():
         prompt = _case(hidden)[0]
@@ -199,7 +199,7 @@ def check_attention_row(fn, model, hidden: bool = False):
 
 
 def check_patch_heads(fn, model, hidden: bool = False):
-    """fn(model, base_tokens, source_z, layer, answer_id, foil_id) -> Float[Tensor, "n_heads"]."""
+    """fn(model, base_tokens, source_z, layer, answer_id, foil_id) -> Float[Tensor, " n_heads"]."""
     from ..heads import head_patching
 
     def body():
@@ -269,7 +269,7 @@ def check_ov_logits(fn, model, hidden: bool = False):
             result = cache[f"blocks.{layer}.attn.hook_result"][0, -1, head]  # [d_model]
             truth = (result / scale * model.ln_final.w) @ model.W_U  # the head's direct logits
             mixed = pattern @ got
-            ratio = float((mixed.norm() / truth.norm()))
+            ratio = float(mixed.norm() / truth.norm())
             if abs(ratio / float(scale) - 1) < 1e-2:
                 raise _Fail(
                     "ov_logits: divide by final_scale: the final RMSNorm divides the "

@@ -13,9 +13,18 @@ from types import SimpleNamespace
 
 import torch
 
-from . import _Fail, call, compare_tensors, expect, hidden_rng, random_prompt, run_check, tolerance_text
+from . import (
+    _Fail,
+    call,
+    compare_tensors,
+    expect,
+    hidden_rng,
+    random_prompt,
+    run_check,
+    tolerance_text,
+)
 
-PROMPT = "The Eiffel Tower is located in the city of"     # 11 tokens with <|endoftext|>
+PROMPT = "The Eiffel Tower is located in the city of"  # 11 tokens with <|endoftext|>
 SOURCE_PROMPT = "The Colosseum is located in the city of"  # also 11 tokens: patchable into PROMPT
 HIDDEN_PROMPT = "The Great Wall is located in the country of"
 HIDDEN_SOURCE_PROMPT = "The Taj Mahal is located in the country of"
@@ -27,60 +36,99 @@ _FAKE_HOOK = SimpleNamespace(name="blocks.3.hook_resid_pre")
 
 # ---- helpers -------------------------------------------------------------------------------------
 
+
 def _expect_callable(obj, what: str) -> None:
     if obj is None:
-        raise _Fail(f"{what} returned None. Hint: end the outer function with `return inner_function` "
-                    "(the name, without calling it)")
+        raise _Fail(
+            f"{what} returned None. Hint: end the outer function with `return inner_function` "
+            "(the name, without calling it)"
+        )
     if not callable(obj):
-        raise _Fail(f"{what} should return a function, got {type(obj).__name__} {obj!r}. Hint: return the inner "
-                    "function itself, not the result of calling it")
+        raise _Fail(
+            f"{what} should return a function, got {type(obj).__name__} {obj!r}. Hint: return the inner "
+            "function itself, not the result of calling it"
+        )
 
 
-def _run_hook_on_tensor(hook_fn, activation: torch.Tensor, label: str, hook=_FAKE_HOOK) -> torch.Tensor:
+def _run_hook_on_tensor(
+    hook_fn, activation: torch.Tensor, label: str, hook=_FAKE_HOOK
+) -> torch.Tensor:
     """Call a learner's hook on a copy of ``activation`` and diagnose the classic mistakes."""
     given = activation.clone()
     if not callable(hook_fn):
         raise _Fail(f"{label} should be a function, got {type(hook_fn).__name__}")
     try:
-        out = hook_fn(given, hook=hook)  # how TransformerLens calls a hook: the hook point by keyword
+        out = hook_fn(
+            given, hook=hook
+        )  # how TransformerLens calls a hook: the hook point by keyword
     except NotImplementedError:
-        raise _Fail(f"{label} is not implemented yet: replace `raise NotImplementedError()` with your code") from None
+        raise _Fail(
+            f"{label} is not implemented yet: replace `raise NotImplementedError()` with your code"
+        ) from None
     except TypeError as error:
         if "'hook'" in str(error):
-            raise _Fail(f"{label} cannot be called as hook_fn(activation, hook=hook_point): {error}. Hint: "
-                        "TransformerLens passes the hook point by keyword, so name the second parameter `hook`") from None
+            raise _Fail(
+                f"{label} cannot be called as hook_fn(activation, hook=hook_point): {error}. Hint: "
+                "TransformerLens passes the hook point by keyword, so name the second parameter `hook`"
+            ) from None
         raise _Fail(f"{label} raised TypeError: {error}") from None
     except Exception as error:  # the learner's bug, reported rather than re-raised
         raise _Fail(f"{label} raised {type(error).__name__}: {error}") from None
     edited_in_place = not torch.equal(given, activation)
     if out is None:
         if edited_in_place:
-            raise _Fail(f"{label} edited the activation in place and returned None. That changes any tensor sharing "
-                        "its storage, cached activations included (blocks.4.hook_resid_post *is* "
-                        "blocks.5.hook_resid_pre). Hint: `new = activation.clone()`, edit `new`, `return new`")
-        raise _Fail(f"{label} returned None, so the model keeps the original activation and your edit is lost. "
-                    "Hint: end the hook with `return` and the edited tensor")
+            raise _Fail(
+                f"{label} edited the activation in place and returned None. That changes any tensor sharing "
+                "its storage, cached activations included (blocks.4.hook_resid_post *is* "
+                "blocks.5.hook_resid_pre). Hint: `new = activation.clone()`, edit `new`, `return new`"
+            )
+        raise _Fail(
+            f"{label} returned None, so the model keeps the original activation and your edit is lost. "
+            "Hint: end the hook with `return` and the edited tensor"
+        )
     if edited_in_place:
-        raise _Fail(f"{label} changed its input tensor in place. Cached activations share storage with live ones, "
-                    "so this silently rewrites them. Hint: clone first (`new = activation.clone()`), edit the copy")
+        raise _Fail(
+            f"{label} changed its input tensor in place. Cached activations share storage with live ones, "
+            "so this silently rewrites them. Hint: clone first (`new = activation.clone()`), edit the copy"
+        )
     return out
 
 
-def _diagnose_axis(out: torch.Tensor, expected: torch.Tensor, activation: torch.Tensor, positions, label: str):
+def _diagnose_axis(
+    out: torch.Tensor, expected: torch.Tensor, activation: torch.Tensor, positions, label: str
+):
     """A targeted message when the hook edited dim 0 (batch) or the last dim instead of dim 1 (pos)."""
-    if not isinstance(out, torch.Tensor) or out.shape != expected.shape or torch.allclose(out, expected, atol=1e-6):
+    if (
+        not isinstance(out, torch.Tensor)
+        or out.shape != expected.shape
+        or torch.allclose(out, expected, atol=1e-6)
+    ):
         return
-    changed = (out != activation)
-    rows_batch = sorted({int(i) for i in torch.nonzero(changed.any(dim=-1).any(dim=-1))[:, 0]}) if changed.any() else []
-    rows_pos = sorted({int(i) for i in torch.nonzero(changed.any(dim=-1).any(dim=0))[:, 0]}) if changed.any() else []
+    changed = out != activation
+    rows_batch = (
+        sorted({int(i) for i in torch.nonzero(changed.any(dim=-1).any(dim=-1))[:, 0]})
+        if changed.any()
+        else []
+    )
+    rows_pos = (
+        sorted({int(i) for i in torch.nonzero(changed.any(dim=-1).any(dim=0))[:, 0]})
+        if changed.any()
+        else []
+    )
     if not changed.any():
-        raise _Fail(f"{label} changed nothing: positions {positions} of dim 1 (pos) should have changed")
+        raise _Fail(
+            f"{label} changed nothing: positions {positions} of dim 1 (pos) should have changed"
+        )
     if rows_batch != list(range(activation.shape[0])):
-        raise _Fail(f"{label} changed batch items {rows_batch} only, all of them should change at positions "
-                    f"{positions}. Hint: you indexed dim 0 (batch); index dim 1 with `activation[:, positions]`")
+        raise _Fail(
+            f"{label} changed batch items {rows_batch} only, all of them should change at positions "
+            f"{positions}. Hint: you indexed dim 0 (batch); index dim 1 with `activation[:, positions]`"
+        )
     if rows_pos != sorted(p % activation.shape[1] for p in positions):
-        raise _Fail(f"{label} changed positions {rows_pos}, expected {positions}. Hint: index dim 1 "
-                    "(`activation[:, positions]`) and leave the other positions as they are")
+        raise _Fail(
+            f"{label} changed positions {rows_pos}, expected {positions}. Hint: index dim 1 "
+            "(`activation[:, positions]`) and leave the other positions as they are"
+        )
 
 
 def _record_after(model, tokens, name: str, hook_fn, label: str):
@@ -111,9 +159,12 @@ def _clean(model, tokens, names):
 
 # ---- 02.1-02.4: Python closures --------------------------------------------------------------------
 
+
 def check_multiplier_and_adder(fn, hidden: bool = False):
     """fn(fixed_value) -> function (a, b) -> (a * b) + fixed_value (the tutorial's closure)."""
-    cases = [(7, 2, -3), (0.5, 4, 1), (-1, -2, -3)] if hidden else [(10, 2, 3), (3, 1, 5), (-2, 5, 4)]
+    cases = (
+        [(7, 2, -3), (0.5, 4, 1), (-1, -2, -3)] if hidden else [(10, 2, 3), (3, 1, 5), (-2, 5, 4)]
+    )
 
     def body():
         made = []
@@ -121,17 +172,21 @@ def check_multiplier_and_adder(fn, hidden: bool = False):
             g = call(fn, fixed_value, name="multiplier_and_adder")
             _expect_callable(g, f"multiplier_and_adder({fixed_value})")
             made.append((g, fixed_value))
-        for (g, fixed_value), (_, a, b) in zip(made, cases):
+        for (g, fixed_value), (_, a, b) in zip(made, cases, strict=False):
             got = call(g, a, b, name=f"multiplier_and_adder({fixed_value})")
             want = (a * b) + fixed_value
             if got == a * fixed_value + b and got != want:
-                raise _Fail(f"multiplier_and_adder({fixed_value})({a}, {b}) returned {got!r} = a * fixed_value + b; "
-                            f"expected {want!r} = (a * b) + fixed_value. Hint: multiply the two arguments, then add "
-                            "the remembered fixed_value (the tutorial: multiplier_and_adder(10)(2, 3) == 16)")
-            expect(got == want,
-                   f"multiplier_and_adder({fixed_value})({a}, {b}) returned {got!r}, expected {want!r} "
-                   "((a * b) + fixed_value). If it used another case's fixed_value, do not store it in a global: "
-                   "the inner function should read the outer function's argument")
+                raise _Fail(
+                    f"multiplier_and_adder({fixed_value})({a}, {b}) returned {got!r} = a * fixed_value + b; "
+                    f"expected {want!r} = (a * b) + fixed_value. Hint: multiply the two arguments, then add "
+                    "the remembered fixed_value (the tutorial: multiplier_and_adder(10)(2, 3) == 16)"
+                )
+            expect(
+                got == want,
+                f"multiplier_and_adder({fixed_value})({a}, {b}) returned {got!r}, expected {want!r} "
+                "((a * b) + fixed_value). If it used another case's fixed_value, do not store it in a global: "
+                "the inner function should read the outer function's argument",
+            )
         return f"{len(cases)} functions built, each remembers its own fixed_value"
 
     run_check("02.1 multiplier_and_adder", body, hidden_tests=not hidden)
@@ -142,19 +197,26 @@ def check_multiplier_and_adder_lambda(fn, hidden: bool = False):
     cases = [(6, 3, 1), (-4, 2, 2)] if hidden else [(10, 2, 3), (2, 7, -1)]
     rng = _drawn("02.2", hidden)
     if rng is not None:
-        cases = [tuple(rng.choice([i for i in range(-9, 10) if i]) for _ in range(3)) for _ in cases]
+        cases = [
+            tuple(rng.choice([i for i in range(-9, 10) if i]) for _ in range(3)) for _ in cases
+        ]
 
     def body():
         for fixed_value, a, b in cases:
             g = call(fn, fixed_value, name="multiplier_and_adder_lambda")
             _expect_callable(g, f"multiplier_and_adder_lambda({fixed_value})")
-            expect(getattr(g, "__name__", "") == "<lambda>",
-                   f"multiplier_and_adder_lambda should return a lambda, got a function named {g.__name__!r}. "
-                   "Hint: `return lambda a, b: ...`")
+            expect(
+                getattr(g, "__name__", "") == "<lambda>",
+                f"multiplier_and_adder_lambda should return a lambda, got a function named {g.__name__!r}. "
+                "Hint: `return lambda a, b: ...`",
+            )
             got = call(g, a, b, name=f"multiplier_and_adder_lambda({fixed_value})")
             want = (a * b) + fixed_value
-            expect(got == want, f"multiplier_and_adder_lambda({fixed_value})({a}, {b}) returned {got!r}, "
-                                f"expected {want!r} ((a * b) + fixed_value)")
+            expect(
+                got == want,
+                f"multiplier_and_adder_lambda({fixed_value})({a}, {b}) returned {got!r}, "
+                f"expected {want!r} ((a * b) + fixed_value)",
+            )
         return "the lambda computes (a * b) + fixed_value"
 
     run_check("02.2 multiplier_and_adder_lambda", body, hidden_tests=not hidden)
@@ -162,7 +224,9 @@ def check_multiplier_and_adder_lambda(fn, hidden: bool = False):
 
 def check_sum_multiplied_and_added(fn, hidden: bool = False):
     """fn(func, list_of_tuples) -> sum of func(a, b) over the tuples."""
-    pairs = [(1, 2), (3, 4), (-5, 6), (0, 0)] if hidden else [(2, 3), (4, 5), (6, 7)]  # the tutorial's list
+    pairs = (
+        [(1, 2), (3, 4), (-5, 6), (0, 0)] if hidden else [(2, 3), (4, 5), (6, 7)]
+    )  # the tutorial's list
     rng = _drawn("02.3", hidden)
     if rng is not None:
         pairs = [(rng.randint(-20, 20), rng.randint(-20, 20)) for _ in range(rng.randint(3, 6))]
@@ -175,10 +239,16 @@ def check_sum_multiplied_and_added(fn, hidden: bool = False):
             return 100 * a - b
 
         got = call(fn, spy, pairs, name="sum_multiplied_and_added")
-        expect(calls == pairs, f"sum_multiplied_and_added should call func once per tuple, in order; it called it "
-                               f"with {calls}, expected {pairs}. Hint: `func(a, b)` for each `(a, b)`")
+        expect(
+            calls == pairs,
+            f"sum_multiplied_and_added should call func once per tuple, in order; it called it "
+            f"with {calls}, expected {pairs}. Hint: `func(a, b)` for each `(a, b)`",
+        )
         want = sum(100 * a - b for a, b in pairs)
-        expect(got == want, f"sum_multiplied_and_added returned {got!r}, expected {want} (the sum of func(a, b))")
+        expect(
+            got == want,
+            f"sum_multiplied_and_added returned {got!r}, expected {want} (the sum of func(a, b))",
+        )
         empty = call(fn, spy, [], name="sum_multiplied_and_added")
         expect(empty == 0, f"for an empty list the sum is 0, got {empty!r}")
         return f"calls func once per tuple and sums the results ({len(pairs)} tuples)"
@@ -191,7 +261,10 @@ def check_position_scaler(fn, hidden: bool = False):
     positions, factor = ([0, 5], -1.0) if hidden else ([1, 3], 2.0)
     rng = _drawn("02.4", hidden)
     if rng is not None:  # position 2 stays out: the check appends it to the caller's list
-        positions, factor = sorted(rng.sample([0, 1, 3, 4, 5], 2)), rng.choice([-3.0, -1.0, 0.5, 3.0])
+        positions, factor = (
+            sorted(rng.sample([0, 1, 3, 4, 5], 2)),
+            rng.choice([-3.0, -1.0, 0.5, 3.0]),
+        )
 
     def body():
         torch.manual_seed(0)
@@ -205,21 +278,40 @@ def check_position_scaler(fn, hidden: bool = False):
         expected = x.clone()  # the truth exists only after the learner's code ran
         expected[:, positions] *= factor
         expect(out is not None, "the returned function returned None. Hint: return the scaled copy")
-        expect(torch.equal(given, x), "the returned function changed its input in place. Hint: `y = x.clone()`, "
-                                      "scale `y`, return `y`")
-        if isinstance(out, torch.Tensor) and out.shape == x.shape and torch.allclose(out[:, 2], x[:, 2] * factor):
-            raise _Fail("position 2 was scaled too: it was appended to the caller's list *after* the function was "
-                        "made. A closure sees the list object, not a snapshot. Hint: store a copy, "
-                        "`positions = list(positions)`, before defining the inner function")
+        expect(
+            torch.equal(given, x),
+            "the returned function changed its input in place. Hint: `y = x.clone()`, "
+            "scale `y`, return `y`",
+        )
+        if (
+            isinstance(out, torch.Tensor)
+            and out.shape == x.shape
+            and torch.allclose(out[:, 2], x[:, 2] * factor)
+        ):
+            raise _Fail(
+                "position 2 was scaled too: it was appended to the caller's list *after* the function was "
+                "made. A closure sees the list object, not a snapshot. Hint: store a copy, "
+                "`positions = list(positions)`, before defining the inner function"
+            )
         _diagnose_axis(out, expected, x, positions, "the returned function")
-        diff = compare_tensors(out, expected, what="scaled tensor", atol=1e-6, dims="batch pos d_model",
-                               hint="multiply x[:, positions] by factor, leave the rest unchanged")
-        return f"scales positions {positions} of every batch item and keeps its own copy ({tolerance_text(diff, 1e-6)})", diff
+        diff = compare_tensors(
+            out,
+            expected,
+            what="scaled tensor",
+            atol=1e-6,
+            dims="batch pos d_model",
+            hint="multiply x[:, positions] by factor, leave the rest unchanged",
+        )
+        return (
+            f"scales positions {positions} of every batch item and keeps its own copy ({tolerance_text(diff, 1e-6)})",
+            diff,
+        )
 
     run_check("02.4 make_position_scaler", body, hidden_tests=not hidden)
 
 
 # ---- 02.5: run_with_cache with a names filter -----------------------------------------------------
+
 
 class _SpyModel:
     """Forwards everything to the model and remembers the names_filter given to run_with_cache."""
@@ -265,18 +357,30 @@ def check_resid_post_stack(fn, model, hidden: bool = False):
         with torch.no_grad():
             model.run_with_hooks(model.to_tokens(prompt), fwd_hooks=[(n, recorder) for n in names])
         expected = torch.stack([recorded[i] for i in range(len(names))])
-        diff = compare_tensors(got, expected, what="stacked residual stream", atol=1e-4, dims="layer pos d_model",
-                               hint="stack cache[f'blocks.{l}.hook_resid_post'][0] for l = 0..n_layers-1, in order")
+        diff = compare_tensors(
+            got,
+            expected,
+            what="stacked residual stream",
+            atol=1e-4,
+            dims="layer pos d_model",
+            hint="stack cache[f'blocks.{l}.hook_resid_post'][0] for l = 0..n_layers-1, in order",
+        )
         expect(spy.filters, "resid_post_stack should call model.run_with_cache (with names_filter)")
-        expect(all(f is not None for f in spy.filters),
-               "run_with_cache was called without names_filter, so it stored every hook point (about 1400 tensors). "
-               "Hint: names_filter=lambda name: name.endswith('hook_resid_post')")
-        return f"matches the residual stream recorded by hooks at all {len(names)} layers (within atol 1e-4)", diff
+        expect(
+            all(f is not None for f in spy.filters),
+            "run_with_cache was called without names_filter, so it stored every hook point (about 1400 tensors). "
+            "Hint: names_filter=lambda name: name.endswith('hook_resid_post')",
+        )
+        return (
+            f"matches the residual stream recorded by hooks at all {len(names)} layers (within atol 1e-4)",
+            diff,
+        )
 
     run_check("02.5 resid_post_stack", body, hidden_tests=not hidden)
 
 
 # ---- 02.6-02.8: hook factories -------------------------------------------------------------------
+
 
 def check_zero_ablation(fn, model, hidden: bool = False):
     """fn(positions) -> hook zeroing activation[:, positions]."""
@@ -284,7 +388,11 @@ def check_zero_ablation(fn, model, hidden: bool = False):
     prompt = HIDDEN_PROMPT if hidden else PROMPT
     rng = _drawn("02.6", hidden)
     if rng is not None:
-        positions, layer, prompt = sorted(rng.sample(range(1, 8), 2)), rng.randrange(1, 29), random_prompt(rng)
+        positions, layer, prompt = (
+            sorted(rng.sample(range(1, 8), 2)),
+            rng.randrange(1, 29),
+            random_prompt(rng),
+        )
 
     def body():
         torch.manual_seed(1)
@@ -295,13 +403,22 @@ def check_zero_ablation(fn, model, hidden: bool = False):
         expected = x.clone()  # the truth exists only after the learner's code ran
         expected[:, positions] = 0
         _diagnose_axis(out, expected, x, positions, "your zero-ablation hook")
-        compare_tensors(out, expected, what="zero-ablated activation", atol=0, dims="batch pos d_model",
-                        hint="`new[:, positions] = 0` on a clone")
+        compare_tensors(
+            out,
+            expected,
+            what="zero-ablated activation",
+            atol=0,
+            dims="batch pos d_model",
+            hint="`new[:, positions] = 0` on a clone",
+        )
         last = call(fn, -1, name="make_zero_ablation")
         out_last = _run_hook_on_tensor(last, x, "make_zero_ablation(-1)")
-        expect(isinstance(out_last, torch.Tensor) and torch.equal(out_last[:, -1], torch.zeros_like(x[:, -1]))
-               and torch.equal(out_last[:, :-1], x[:, :-1]),
-               "make_zero_ablation(-1) should zero the last position only (a single int is allowed)")
+        expect(
+            isinstance(out_last, torch.Tensor)
+            and torch.equal(out_last[:, -1], torch.zeros_like(x[:, -1]))
+            and torch.equal(out_last[:, :-1], x[:, :-1]),
+            "make_zero_ablation(-1) should zero the last position only (a single int is allowed)",
+        )
 
         name = f"blocks.{layer}.hook_resid_pre"
         tokens = model.to_tokens(prompt)
@@ -309,9 +426,17 @@ def check_zero_ablation(fn, model, hidden: bool = False):
         _, clean = _clean(model, tokens, [name])
         truth = clean[name].clone()
         truth[:, positions] = 0
-        diff = compare_tensors(received, truth, what=f"activation after your hook at {name}", atol=1e-6,
-                               dims="batch pos d_model")
-        return f"zeroes positions {positions} at {name} and leaves the rest (within atol 1e-6)", diff
+        diff = compare_tensors(
+            received,
+            truth,
+            what=f"activation after your hook at {name}",
+            atol=1e-6,
+            dims="batch pos d_model",
+        )
+        return (
+            f"zeroes positions {positions} at {name} and leaves the rest (within atol 1e-6)",
+            diff,
+        )
 
     run_check("02.6 make_zero_ablation", body, hidden_tests=not hidden)
 
@@ -322,7 +447,11 @@ def check_mean_ablation(fn, model, hidden: bool = False):
     prompt = HIDDEN_PROMPT if hidden else PROMPT
     rng = _drawn("02.7", hidden)
     if rng is not None:
-        positions, layer, prompt = sorted(rng.sample(range(1, 8), 2)), rng.randrange(1, 29), random_prompt(rng)
+        positions, layer, prompt = (
+            sorted(rng.sample(range(1, 8), 2)),
+            rng.randrange(1, 29),
+            random_prompt(rng),
+        )
 
     def body():
         torch.manual_seed(2)
@@ -333,28 +462,56 @@ def check_mean_ablation(fn, model, hidden: bool = False):
         out = _run_hook_on_tensor(hook_fn, x, "your mean-ablation hook")
         expected = x.clone()  # the truth exists only after the learner's code ran
         expected[:, positions] = mean
-        expect(torch.equal(mean, mean_before), "your hook changed `mean` in place; it should only read it")
+        expect(
+            torch.equal(mean, mean_before),
+            "your hook changed `mean` in place; it should only read it",
+        )
         _diagnose_axis(out, expected, x, positions, "your mean-ablation hook")
-        compare_tensors(out, expected, what="mean-ablated activation", atol=1e-6, dims="batch pos d_model",
-                        hint="`new[:, positions] = mean` on a clone; a [d_model] mean broadcasts over batch and positions")
+        compare_tensors(
+            out,
+            expected,
+            what="mean-ablated activation",
+            atol=1e-6,
+            dims="batch pos d_model",
+            hint="`new[:, positions] = mean` on a clone; a [d_model] mean broadcasts over batch and positions",
+        )
         per_position = torch.randn(len(positions), 5)
-        out = _run_hook_on_tensor(call(fn, per_position, positions, name="make_mean_ablation"), x,
-                                  "your mean-ablation hook (one mean per position)")
+        out = _run_hook_on_tensor(
+            call(fn, per_position, positions, name="make_mean_ablation"),
+            x,
+            "your mean-ablation hook (one mean per position)",
+        )
         expected = x.clone()
         expected[:, positions] = per_position
-        compare_tensors(out, expected, what="mean-ablated activation with a [n_positions, d_model] mean", atol=1e-6,
-                        dims="batch pos d_model", hint="assign mean to activation[:, positions] and let it broadcast")
+        compare_tensors(
+            out,
+            expected,
+            what="mean-ablated activation with a [n_positions, d_model] mean",
+            atol=1e-6,
+            dims="batch pos d_model",
+            hint="assign mean to activation[:, positions] and let it broadcast",
+        )
 
         name = f"blocks.{layer}.hook_resid_pre"
         tokens = model.to_tokens(prompt)
         _, clean = _clean(model, tokens, [name])
         model_mean = clean[name][0, 1:].mean(dim=0)
-        _, received = _record_after(model, tokens, name, call(fn, model_mean, positions, name="make_mean_ablation"),
-                                    "the model run with your hook")
+        _, received = _record_after(
+            model,
+            tokens,
+            name,
+            call(fn, model_mean, positions, name="make_mean_ablation"),
+            "the model run with your hook",
+        )
         truth = clean[name].clone()
         truth[:, positions] = model_mean
-        diff = compare_tensors(received, truth, what=f"activation after your hook at {name}", atol=1e-6,
-                               dims="batch pos d_model")
+        diff = compare_tensors(
+            received,
+            truth,
+            what=f"activation after your hook at {name}",
+            atol=1e-6,
+            dims="batch pos d_model",
+        )
         return f"replaces positions {positions} at {name} with the mean (within atol 1e-6)", diff
 
     run_check("02.7 make_mean_ablation", body, hidden_tests=not hidden)
@@ -363,7 +520,9 @@ def check_mean_ablation(fn, model, hidden: bool = False):
 def check_patch_from(fn, model, hidden: bool = False):
     """fn(cache, name, positions) -> hook copying cache[name][:, positions] into the activation."""
     positions, layer = ([2, 3], 6) if hidden else ([2, 3, 4], 3)
-    prompt, source_prompt = (HIDDEN_PROMPT, HIDDEN_SOURCE_PROMPT) if hidden else (PROMPT, SOURCE_PROMPT)
+    prompt, source_prompt = (
+        (HIDDEN_PROMPT, HIDDEN_SOURCE_PROMPT) if hidden else (PROMPT, SOURCE_PROMPT)
+    )
     rng = _drawn("02.8", hidden)
     if rng is not None:
         positions, layer = sorted(rng.sample(range(1, 8), 2)), rng.randrange(1, 29)
@@ -376,7 +535,10 @@ def check_patch_from(fn, model, hidden: bool = False):
     def body():
         name = f"blocks.{layer}.hook_resid_pre"
         tokens, source_tokens = model.to_tokens(prompt), model.to_tokens(source_prompt)
-        expect(tokens.shape == source_tokens.shape, "internal: the two prompts should have the same length")
+        expect(
+            tokens.shape == source_tokens.shape,
+            "internal: the two prompts should have the same length",
+        )
         _, clean = _clean(model, tokens, [name])
         source_logits, cache = _clean(model, source_tokens, [name])
         cache_before = {k: v.clone() for k, v in cache.items()}
@@ -384,38 +546,70 @@ def check_patch_from(fn, model, hidden: bool = False):
         hook_fn = call(fn, cache, name, positions, name="make_patch_from")
         _expect_callable(hook_fn, "make_patch_from(cache, name, positions)")
         _, received = _record_after(model, tokens, name, hook_fn, "the model run with your hook")
-        expect(torch.equal(cache[name], cache_before[name]),
-               "after your hook ran, cache[name] had changed: the hook wrote into the cached tensor. Hint: clone the "
-               "activation and copy the cached values into the clone (`new[:, positions] = cache[name][:, positions]`)")
-        expect(received is not None and not torch.equal(received, clean[name]),
-               "the model received the clean activation: did the hook return the patched tensor?")
+        expect(
+            torch.equal(cache[name], cache_before[name]),
+            "after your hook ran, cache[name] had changed: the hook wrote into the cached tensor. Hint: clone the "
+            "activation and copy the cached values into the clone (`new[:, positions] = cache[name][:, positions]`)",
+        )
+        expect(
+            received is not None and not torch.equal(received, clean[name]),
+            "the model received the clean activation: did the hook return the patched tensor?",
+        )
         truth = clean[name].clone()
         truth[:, positions] = cache[name][:, positions]
-        diff = compare_tensors(received, truth, what=f"activation after your hook at {name}", atol=1e-6,
-                               dims="batch pos d_model",
-                               hint="copy cache[name][:, positions] into activation[:, positions]; keep the other positions")
+        diff = compare_tensors(
+            received,
+            truth,
+            what=f"activation after your hook at {name}",
+            atol=1e-6,
+            dims="batch pos d_model",
+            hint="copy cache[name][:, positions] into activation[:, positions]; keep the other positions",
+        )
 
         every = list(range(tokens.shape[1]))
-        logits, _ = _record_after(model, tokens, name, call(fn, cache, name, every, name="make_patch_from"),
-                                  "the model run with your hook")
-        compare_tensors(logits, source_logits, what="logits after patching every position", atol=1e-3,
-                                     dims="batch pos d_vocab",
-                                     hint="patching all positions of the residual stream must reproduce the source run")
+        logits, _ = _record_after(
+            model,
+            tokens,
+            name,
+            call(fn, cache, name, every, name="make_patch_from"),
+            "the model run with your hook",
+        )
+        compare_tensors(
+            logits,
+            source_logits,
+            what="logits after patching every position",
+            atol=1e-3,
+            dims="batch pos d_vocab",
+            hint="patching all positions of the residual stream must reproduce the source run",
+        )
         batch2 = tokens.repeat(2, 1)
-        _, clean2 = _clean(model, batch2, [name])  # batch 2 from its own run: float sums depend on batch size
+        _, clean2 = _clean(
+            model, batch2, [name]
+        )  # batch 2 from its own run: float sums depend on batch size
         truth2 = clean2[name].clone()
         truth2[:, positions] = cache[name][:, positions]
-        _, received2 = _record_after(model, batch2, name, hook_fn, "the model run on a batch of 2 with your hook")
-        compare_tensors(received2, truth2, what="activation for a batch of 2 (cache has batch 1)",
-                        atol=1e-6, dims="batch pos d_model",
-                        hint="index cache[name][:, positions] and let it broadcast over the batch")
-        return (f"patches positions {positions} at {name}; patching every position reproduces the source run "
-                "(logits within atol 1e-3); the cache is untouched", diff)
+        _, received2 = _record_after(
+            model, batch2, name, hook_fn, "the model run on a batch of 2 with your hook"
+        )
+        compare_tensors(
+            received2,
+            truth2,
+            what="activation for a batch of 2 (cache has batch 1)",
+            atol=1e-6,
+            dims="batch pos d_model",
+            hint="index cache[name][:, positions] and let it broadcast over the batch",
+        )
+        return (
+            f"patches positions {positions} at {name}; patching every position reproduces the source run "
+            "(logits within atol 1e-3); the cache is untouched",
+            diff,
+        )
 
     run_check("02.8 make_patch_from", body, hidden_tests=not hidden)
 
 
 # ---- 02.9: hooks removed even after an exception ---------------------------------------------------
+
 
 def _attached(model) -> int:
     from course_utils.hooks import attached_hook_count
@@ -442,25 +636,34 @@ def check_temporary_hooks(fn, model, hidden: bool = False):
             calls.append(1)
 
         manager = call(fn, model, [(name, counting_hook)], name="temporary_hooks")
-        expect(isinstance(manager, AbstractContextManager) or hasattr(manager, "__enter__"),
-               f"temporary_hooks should return a context manager, got {type(manager).__name__}. Hint: decorate the "
-               "function with @contextmanager and `yield` once")
+        expect(
+            isinstance(manager, AbstractContextManager) or hasattr(manager, "__enter__"),
+            f"temporary_hooks should return a context manager, got {type(manager).__name__}. Hint: decorate the "
+            "function with @contextmanager and `yield` once",
+        )
         try:
             with manager:
                 inside = _attached(model)
                 with torch.no_grad():
                     model(tokens)
         except NotImplementedError:
-            raise _Fail("`temporary_hooks` is not implemented yet: replace `raise NotImplementedError()` with your code") from None
+            raise _Fail(
+                "`temporary_hooks` is not implemented yet: replace `raise NotImplementedError()` with your code"
+            ) from None
         except _Fail:
             raise
         except Exception as error:
             raise _Fail(f"`temporary_hooks` raised {type(error).__name__}: {error}") from None
-        expect(inside >= 1 and len(calls) == 1,
-               f"inside the with-block the hook should be attached and run once per forward pass; it ran {len(calls)} "
-               "times. Hint: model.add_hook(name, hook_fn) for each pair before `yield`")
-        expect(_attached(model) == 0, f"{_attached(model)} hook(s) still attached after the with-block ended. "
-                                      "Hint: remove them after `yield` (model.reset_hooks())")
+        expect(
+            inside >= 1 and len(calls) == 1,
+            f"inside the with-block the hook should be attached and run once per forward pass; it ran {len(calls)} "
+            "times. Hint: model.add_hook(name, hook_fn) for each pair before `yield`",
+        )
+        expect(
+            _attached(model) == 0,
+            f"{_attached(model)} hook(s) still attached after the with-block ended. "
+            "Hint: remove them after `yield` (model.reset_hooks())",
+        )
 
         raised = False
         try:
@@ -469,10 +672,16 @@ def check_temporary_hooks(fn, model, hidden: bool = False):
         except Boom:
             raised = True
         left = _attached(model)
-        expect(left == 0, f"{left} hook(s) were left attached after an exception inside the with-block: every later "
-                          "forward pass would still run them. Hint: put `yield` in `try:` and the removal in `finally:`")
-        expect(raised, "the exception raised inside the with-block disappeared: your context manager swallowed it. "
-                       "Hint: use try/finally, not try/except")
+        expect(
+            left == 0,
+            f"{left} hook(s) were left attached after an exception inside the with-block: every later "
+            "forward pass would still run them. Hint: put `yield` in `try:` and the removal in `finally:`",
+        )
+        expect(
+            raised,
+            "the exception raised inside the with-block disappeared: your context manager swallowed it. "
+            "Hint: use try/finally, not try/except",
+        )
         before = len(calls)
         with torch.no_grad():
             model(tokens)

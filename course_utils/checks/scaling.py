@@ -178,7 +178,7 @@ HIDDEN_PAIRS = [("The capital of France is", "The capital of Italy is", " Paris"
 
 
 def check_patch_layer(fn, model, tl_model, hidden: bool = False):
-    """fn(model, clean, corrupted, layer, positions, answer, foil) -> Float[Tensor, "pos"]."""
+    """fn(model, clean, corrupted, layer, positions, answer, foil) -> Float[Tensor, " pos"]."""
     from ..scaling import to_tokens, token_id
 
     def body():
@@ -234,7 +234,7 @@ def check_patch_layer(fn, model, tl_model, hidden: bool = False):
                         atol=ATOL,
                         dims="pos",
                         hint="batch = [clean, corrupted × len(positions)]; in row 1+i set "
-                             "layers[layer].output at "
+                        "layers[layer].output at "
                         "positions[i] to row 0's value; return logit(answer) - logit(foil) "
                         "at the last "
                         "position of rows 1...",

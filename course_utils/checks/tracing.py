@@ -10,7 +10,11 @@ from __future__ import annotations
 from . import _Fail, call, compare_tensors, expect, run_check, tolerance_text
 
 PROMPT, SUBJECT, ANSWER = "The Eiffel Tower is located in the city of", "The Eiffel Tower", " Paris"
-HIDDEN_PROMPT, HIDDEN_SUBJECT, HIDDEN_ANSWER = "The Colosseum is located in the city of", "The Colosseum", " Rome"
+HIDDEN_PROMPT, HIDDEN_SUBJECT, HIDDEN_ANSWER = (
+    "The Colosseum is located in the city of",
+    "The Colosseum",
+    " Rome",
+)
 # The heatmap checks run one forward pass per cell of the learner's loop: short prompts keep them cheap.
 SHORT_FACT = ("The capital of Japan is", "Japan", " Tokyo")
 HIDDEN_SHORT_FACT = ("Paris is the capital of", "Paris", " France")
@@ -29,23 +33,48 @@ def _setup(model, hidden: bool, samples: int, short: bool = False):
     if short:
         prompt, subject, answer = HIDDEN_SHORT_FACT if hidden else SHORT_FACT
     else:
-        prompt, subject, answer = (HIDDEN_PROMPT, HIDDEN_SUBJECT, HIDDEN_ANSWER) if hidden else (PROMPT, SUBJECT, ANSWER)
-    scale = tracing.rome_noise_scale(model)  # trace()'s default: ROME's rule over the course's facts
+        prompt, subject, answer = (
+            (HIDDEN_PROMPT, HIDDEN_SUBJECT, HIDDEN_ANSWER) if hidden else (PROMPT, SUBJECT, ANSWER)
+        )
+    scale = tracing.rome_noise_scale(
+        model
+    )  # trace()'s default: ROME's rule over the course's facts
     span = tracing.subject_token_span(model, prompt, subject)
     tokens = model.to_tokens(prompt)
     names = tuple(tracing.HOOK_OF_KIND.values())
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith(names))
     noise_hook = make_noise_hook(list(range(*span)), scale, seed=SEED)
-    return dict(prompt=prompt, subject=subject, answer=answer, tokens=tokens, span=span, scale=scale,
-                answer_id=answer_token_id(model, answer), noise_hook=noise_hook, cache=cache, samples=samples)
+    return dict(
+        prompt=prompt,
+        subject=subject,
+        answer=answer,
+        tokens=tokens,
+        span=span,
+        scale=scale,
+        answer_id=answer_token_id(model, answer),
+        noise_hook=noise_hook,
+        cache=cache,
+        samples=samples,
+    )
 
 
 def _fast(model, s, kind, layers, positions):
     from .. import tracing
 
-    return tracing.trace(model, s["prompt"], s["subject"], s["answer"], kind, samples=s["samples"],
-                         noise_scale=s["scale"], seed=SEED, layers=layers, positions=positions, progress=False)
+    return tracing.trace(
+        model,
+        s["prompt"],
+        s["subject"],
+        s["answer"],
+        kind,
+        samples=s["samples"],
+        noise_scale=s["scale"],
+        seed=SEED,
+        layers=layers,
+        positions=positions,
+        progress=False,
+    )
 
 
 def check_subject_noise_hook(fn, model, hidden: bool = False):
@@ -58,23 +87,48 @@ def check_subject_noise_hook(fn, model, hidden: bool = False):
 
     def body():
         hook = call(fn, span, scale, seed, name="make_subject_noise_hook")
-        expect(callable(hook), f"make_subject_noise_hook should return a function (the hook), got {type(hook).__name__}")
+        expect(
+            callable(hook),
+            f"make_subject_noise_hook should return a function (the hook), got {type(hook).__name__}",
+        )
         embed = torch.randn((4, 9, model.cfg.d_model), generator=torch.Generator().manual_seed(123))
         original = embed.clone()
         out = call(hook, embed, None, name="your hook")
-        expect(torch.equal(embed, original), "your hook changed its input in place; work on a copy (embed.clone())")
-        compare_tensors(out, embed, what="the shape of the noised embeddings", atol=float("inf"), dims="sample pos d_model")
+        expect(
+            torch.equal(embed, original),
+            "your hook changed its input in place; work on a copy (embed.clone())",
+        )
+        compare_tensors(
+            out,
+            embed,
+            what="the shape of the noised embeddings",
+            atol=float("inf"),
+            dims="sample pos d_model",
+        )
         outside = torch.ones(9, dtype=torch.bool)
-        outside[span[0]:span[1]] = False
-        expect(torch.equal(out[:, outside], embed[:, outside]),
-               f"positions outside the subject span {span} changed; add noise only at positions {span[0]}..{span[1] - 1}")
+        outside[span[0] : span[1]] = False
+        expect(
+            torch.equal(out[:, outside], embed[:, outside]),
+            f"positions outside the subject span {span} changed; add noise only at positions {span[0]}..{span[1] - 1}",
+        )
         noise = make_noise(4, span[1] - span[0], model.cfg.d_model, scale, seed)
-        diff = compare_tensors(out[:, span[0]:span[1]] - embed[:, span[0]:span[1]], noise, what="the added noise",
-                               atol=1e-6, dims="sample pos d_model",
-                               hint="draw scale * torch.randn((sample, n_subject_tokens, d_model), generator=torch.Generator().manual_seed(seed))")
+        diff = compare_tensors(
+            out[:, span[0] : span[1]] - embed[:, span[0] : span[1]],
+            noise,
+            what="the added noise",
+            atol=1e-6,
+            dims="sample pos d_model",
+            hint="draw scale * torch.randn((sample, n_subject_tokens, d_model), generator=torch.Generator().manual_seed(seed))",
+        )
         again = call(hook, embed, None, name="your hook")
-        expect(torch.equal(again, out), "two calls gave different noise: seed a new generator inside the hook, at every call")
-        return f"adds seeded noise of std {scale} only to the subject's positions ({tolerance_text(diff, 1e-6)})", diff
+        expect(
+            torch.equal(again, out),
+            "two calls gave different noise: seed a new generator inside the hook, at every call",
+        )
+        return (
+            f"adds seeded noise of std {scale} only to the subject's positions ({tolerance_text(diff, 1e-6)})",
+            diff,
+        )
 
     run_check("04.1 subject noise hook", body, hidden_tests=not hidden)
 
@@ -90,16 +144,31 @@ def check_restore_hook(fn, model, hidden: bool = False):
         clean = torch.randn((7, model.cfg.d_model), generator=generator)
         clean_copy = clean.clone()
         hook = call(fn, clean, position, name="make_restore_hook")
-        expect(callable(hook), f"make_restore_hook should return a function (the hook), got {type(hook).__name__}")
+        expect(
+            callable(hook),
+            f"make_restore_hook should return a function (the hook), got {type(hook).__name__}",
+        )
         act = torch.randn((3, 7, model.cfg.d_model), generator=generator)
         original = act.clone()
         out = call(hook, act, None, name="your hook")
-        expect(torch.equal(act, original), "your hook changed its input in place; work on a copy (act.clone())")
-        expect(torch.equal(clean, clean_copy), "your hook changed the clean activations; only read them")
+        expect(
+            torch.equal(act, original),
+            "your hook changed its input in place; work on a copy (act.clone())",
+        )
+        expect(
+            torch.equal(clean, clean_copy),
+            "your hook changed the clean activations; only read them",
+        )
         expected = original.clone()
         expected[:, position] = clean[position]
-        diff = compare_tensors(out, expected, what="the restored activation", atol=0.0, dims="sample pos d_model",
-                               hint=f"every sample gets clean_act[{position}] at position {position}; the rest stays as it was")
+        diff = compare_tensors(
+            out,
+            expected,
+            what="the restored activation",
+            atol=0.0,
+            dims="sample pos d_model",
+            hint=f"every sample gets clean_act[{position}] at position {position}; the rest stays as it was",
+        )
         return f"restores position {position} in every sample and leaves the rest untouched", diff
 
     run_check("04.2 restore hook", body, hidden_tests=not hidden)
@@ -118,18 +187,38 @@ def check_trace_cell(fn, model, hidden: bool = False):
             cells = [("hidden", 12, start), ("mlp", 1, stop - 1), ("attn", 27, last)]
         worst = 0.0
         for kind, layer, position in cells:
-            got = call(fn, model, s["tokens"], s["answer_id"], s["noise_hook"], s["cache"], kind, layer, position,
-                       samples, name="trace_cell")
-            expect(isinstance(got, float), f"trace_cell should return a Python float (use float(...)), got {type(got).__name__}")
+            got = call(
+                fn,
+                model,
+                s["tokens"],
+                s["answer_id"],
+                s["noise_hook"],
+                s["cache"],
+                kind,
+                layer,
+                position,
+                samples,
+                name="trace_cell",
+            )
+            expect(
+                isinstance(got, float),
+                f"trace_cell should return a Python float (use float(...)), got {type(got).__name__}",
+            )
             want = float(_fast(model, s, kind, [layer], [position]).scores[layer, position])
             diff = abs(got - want)
             if diff > ATOL:
                 window = "" if kind == "hidden" else " over window_layers(layer, n_layers, kind)"
-                raise _Fail(f"{kind} cell (layer {layer}, position {position}): p = {got:.5f}, expected {want:.5f}. "
-                            f"Hint: noise hook on hook_embed plus a restore hook at blocks.L.{_hook(kind)}{window}; "
-                            "average p(answer) at the last position over the samples", diff)
+                raise _Fail(
+                    f"{kind} cell (layer {layer}, position {position}): p = {got:.5f}, expected {want:.5f}. "
+                    f"Hint: noise hook on hook_embed plus a restore hook at blocks.L.{_hook(kind)}{window}; "
+                    "average p(answer) at the last position over the samples",
+                    diff,
+                )
             worst = max(worst, diff)
-        return f"3 cells (hidden, mlp, attn) match the fast engine ({tolerance_text(worst, ATOL)})", worst
+        return (
+            f"3 cells (hidden, mlp, attn) match the fast engine ({tolerance_text(worst, ATOL)})",
+            worst,
+        )
 
     run_check("04.3 trace_cell", body, hidden_tests=not hidden)
 
@@ -141,18 +230,37 @@ def _hook(kind):
 
 
 def check_trace_row(fn, model, hidden: bool = False):
-    """fn(model, tokens, answer_id, noise_hook, clean_cache, kind, position, samples) -> Float[Tensor, "layer"]."""
+    """fn(model, tokens, answer_id, noise_hook, clean_cache, kind, position, samples) -> Float[Tensor, " layer"]."""
     samples = 2
 
     def body():
         s = _setup(model, hidden, samples)
         kind, position = ("mlp", s["span"][1] - 1) if hidden else ("hidden", s["span"][1] - 1)
-        got = call(fn, model, s["tokens"], s["answer_id"], s["noise_hook"], s["cache"], kind, position, samples,
-                   name="trace_row")
+        got = call(
+            fn,
+            model,
+            s["tokens"],
+            s["answer_id"],
+            s["noise_hook"],
+            s["cache"],
+            kind,
+            position,
+            samples,
+            name="trace_row",
+        )
         want = _fast(model, s, kind, None, [position]).scores[:, position]
-        diff = compare_tensors(got, want, what=f"the {kind} row at position {position}", atol=ATOL, dims="layer",
-                               hint="one trace_cell per layer, in layer order, as a float32 tensor")
-        return f"{kind} row of {len(want)} layers matches the fast engine ({tolerance_text(diff, ATOL)})", diff
+        diff = compare_tensors(
+            got,
+            want,
+            what=f"the {kind} row at position {position}",
+            atol=ATOL,
+            dims="layer",
+            hint="one trace_cell per layer, in layer order, as a float32 tensor",
+        )
+        return (
+            f"{kind} row of {len(want)} layers matches the fast engine ({tolerance_text(diff, ATOL)})",
+            diff,
+        )
 
     run_check("04.4 trace_row", body, hidden_tests=not hidden)
 
@@ -164,11 +272,30 @@ def check_trace_heatmap(fn, model, hidden: bool = False):
     def body():
         s = _setup(model, hidden, samples, short=True)
         kind, layers = ("attn", [4, 25]) if hidden else ("hidden", [5, 22])
-        got = call(fn, model, s["tokens"], s["answer_id"], s["noise_hook"], s["cache"], kind, layers, samples,
-                   name="trace_heatmap")
+        got = call(
+            fn,
+            model,
+            s["tokens"],
+            s["answer_id"],
+            s["noise_hook"],
+            s["cache"],
+            kind,
+            layers,
+            samples,
+            name="trace_heatmap",
+        )
         want = _fast(model, s, kind, layers, None).scores[layers]
-        diff = compare_tensors(got, want, what=f"the {kind} heatmap for layers {layers}", atol=ATOL,
-                               dims="layer pos", hint="one row per layer in `layers`, one column per position (BOS included)")
-        return f"{kind} heatmap ({len(layers)} layers × {want.shape[1]} positions) matches the fast engine ({tolerance_text(diff, ATOL)})", diff
+        diff = compare_tensors(
+            got,
+            want,
+            what=f"the {kind} heatmap for layers {layers}",
+            atol=ATOL,
+            dims="layer pos",
+            hint="one row per layer in `layers`, one column per position (BOS included)",
+        )
+        return (
+            f"{kind} heatmap ({len(layers)} layers × {want.shape[1]} positions) matches the fast engine ({tolerance_text(diff, ATOL)})",
+            diff,
+        )
 
     run_check("04.5 trace_heatmap", body, hidden_tests=not hidden)

@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..paths import ROOT, SOLUTIONS
+from ..paths import ROOT
 from .lesson import Lesson, SubmissionError, kernel_plan, load_lesson, read_submission
 from .sandbox import can_isolate
 
@@ -38,15 +38,15 @@ FIRST_UID, UID_COUNT = 61000, 4000
 
 @dataclass
 class Settings:
-    cell_timeout: float = 60.0         # seconds per exercise cell and per graded (check) cell
+    cell_timeout: float = 60.0  # seconds per exercise cell and per graded (check) cell
     other_cell_timeout: float = 300.0  # seconds per other cell (loading the model...)
     submission_timeout: float = 900.0  # seconds for everything one submission runs
-    start_timeout: float = 90.0        # seconds for the kernel to start
-    memory_gb: float = 6.0             # cap of the kernel: its address space (RLIMIT_AS) and, where a
+    start_timeout: float = 90.0  # seconds for the kernel to start
+    memory_gb: float = 6.0  # cap of the kernel: its address space (RLIMIT_AS) and, where a
     #                                    cgroup can be made, the memory of its whole process tree
-    file_mb: int = 512                 # largest file the kernel may write (RLIMIT_FSIZE)
-    workers: int = 0                   # 0: one per CPU core
-    isolate: bool = True               # namespaces + own uid when running as root on Linux
+    file_mb: int = 512  # largest file the kernel may write (RLIMIT_FSIZE)
+    workers: int = 0  # 0: one per CPU core
+    isolate: bool = True  # namespaces + own uid when running as root on Linux
 
 
 @dataclass
@@ -79,15 +79,24 @@ class SubmissionResult:
 _WORKER: dict = {}
 
 
-def _init_worker(lesson_path: str, settings: Settings, temp_root: str, model_cache: str, seed: int) -> None:
+def _init_worker(
+    lesson_path: str, settings: Settings, temp_root: str, model_cache: str, seed: int
+) -> None:
     import torch
 
     torch.set_num_threads(1)
     from .judge import Judge
 
     lesson = load_lesson(lesson_path)
-    _WORKER.update(lesson=lesson, judge=Judge(lesson), settings=settings, temp_root=temp_root,
-                   model_cache=model_cache, seed=seed, uids=UidPool())
+    _WORKER.update(
+        lesson=lesson,
+        judge=Judge(lesson),
+        settings=settings,
+        temp_root=temp_root,
+        model_cache=model_cache,
+        seed=seed,
+        uids=UidPool(),
+    )
 
 
 class UidPool:
@@ -107,7 +116,9 @@ class UidPool:
             pass
         info = os.lstat(folder)
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
-            raise RuntimeError(f"{folder}: not a private folder of this user; refusing to use it for uid locks")
+            raise RuntimeError(
+                f"{folder}: not a private folder of this user; refusing to use it for uid locks"
+            )
         self.folder = folder
 
     def acquire(self) -> tuple[int, int]:
@@ -115,8 +126,11 @@ class UidPool:
         import pwd
 
         for uid in range(self.first, self.first + self.count):
-            fd = os.open(os.path.join(self.folder, f"{uid}.lock"),
-                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd = os.open(
+                os.path.join(self.folder, f"{uid}.lock"),
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+            )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -167,7 +181,9 @@ def read_input(path: str, limit: int) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             raise SubmissionError("not a regular file (a pipe, socket or device): not read")
         if info.st_size > limit:
-            raise SubmissionError(f"file is {info.st_size >> 20} MiB; notebooks over {limit >> 20} MiB are refused")
+            raise SubmissionError(
+                f"file is {info.st_size >> 20} MiB; notebooks over {limit >> 20} MiB are refused"
+            )
         chunks, total = [], 0
         while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
             chunks.append(chunk)
@@ -181,13 +197,25 @@ def read_input(path: str, limit: int) -> bytes:
 
 def _kernel_env(scratch: str, model_cache: str) -> dict:
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": scratch, "TMPDIR": os.path.join(scratch, "tmp"),
-        "PYTHONPATH": str(ROOT), "RSL_CACHE_DIR": model_cache, "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1", "HF_HOME": os.path.join(scratch, "hf"),
-        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg", "MPLCONFIGDIR": os.path.join(scratch, "mpl"),
-        "IPYTHONDIR": os.path.join(scratch, "ipython"), "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "JUPYTER_PLATFORM_DIRS": "1",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": scratch,
+        "TMPDIR": os.path.join(scratch, "tmp"),
+        "PYTHONPATH": str(ROOT),
+        "RSL_CACHE_DIR": model_cache,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": os.path.join(scratch, "hf"),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": os.path.join(scratch, "mpl"),
+        "IPYTHONDIR": os.path.join(scratch, "ipython"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "LANG": "C.UTF-8",
+        "JUPYTER_PLATFORM_DIRS": "1",
     }
     return env
 
@@ -198,7 +226,9 @@ def grade_one(index: int, path: str, name: str) -> SubmissionResult:
     start = time.monotonic()
     result = SubmissionResult(name, max_points=lesson.max_points)
     for cell in lesson.grade_cells:
-        result.cells[cell.grade_id] = asdict(CellGrade(0.0, cell.points, False, "not graded", cell.exercise, cell.kind))
+        result.cells[cell.grade_id] = asdict(
+            CellGrade(0.0, cell.points, False, "not graded", cell.exercise, cell.kind)
+        )
     try:
         from .lesson import MAX_SUBMISSION_BYTES
 
@@ -228,14 +258,25 @@ def _run_and_judge(index, nb, lesson, settings, result) -> None:
     isolate = settings.isolate and can_isolate()
     uid, uid_lock = _WORKER["uids"].acquire() if isolate else (None, None)
     memory_bytes = int(settings.memory_gb * (1 << 30))
-    cgroup = MemoryCgroup.create(f"rsl-grading-{os.getpid()}-{index}-{secrets.token_hex(4)}", memory_bytes) \
-        if isolate else None
+    cgroup = (
+        MemoryCgroup.create(
+            f"rsl-grading-{os.getpid()}-{index}-{secrets.token_hex(4)}", memory_bytes
+        )
+        if isolate
+        else None
+    )
     result.isolation = isolation_level(isolate, cgroup)
     scratch = tempfile.mkdtemp(prefix=f"sub{index}-", dir=_WORKER["temp_root"])
     records, records_fd = make_scratch(scratch, uid)
-    config = {"memory_bytes": memory_bytes, "file_bytes": settings.file_mb << 20,
-              "processes": 512, "uid": uid, "network": False, "allow": allowed_paths(_WORKER["model_cache"]),
-              "cgroup_object": cgroup}
+    config = {
+        "memory_bytes": memory_bytes,
+        "file_bytes": settings.file_mb << 20,
+        "processes": 512,
+        "uid": uid,
+        "network": False,
+        "allow": allowed_paths(_WORKER["model_cache"]),
+        "cgroup_object": cgroup,
+    }
     session = KernelSession(scratch, _kernel_env(scratch, _WORKER["model_cache"]), config)
     status: dict[str, str] = {}
     errors: dict[str, str] = {}
@@ -246,11 +287,13 @@ def _run_and_judge(index, nb, lesson, settings, result) -> None:
         except Exception as error:
             stopped = f"kernel did not start: {error}"
         if not stopped:
-            boot = session.run(f"import course_utils.grading.capture as _rsl_capture\n"
-                               f"__rsl_grading__ = _rsl_capture.Recorder({records!r})\n"
-                               f"import course_utils.checks as _rsl_checks\n"
-                               f"_rsl_checks.set_grading_seed({seed!r})\ndel _rsl_capture, _rsl_checks",
-                               settings.start_timeout)
+            boot = session.run(
+                f"import course_utils.grading.capture as _rsl_capture\n"
+                f"__rsl_grading__ = _rsl_capture.Recorder({records!r})\n"
+                f"import course_utils.checks as _rsl_checks\n"
+                f"_rsl_checks.set_grading_seed({seed!r})\ndel _rsl_capture, _rsl_checks",
+                settings.start_timeout,
+            )
             if boot.status != "ok":
                 stopped = f"grading bootstrap failed: {boot.error}"
         deadline = time.monotonic() + settings.submission_timeout
@@ -259,7 +302,9 @@ def _run_and_judge(index, nb, lesson, settings, result) -> None:
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                stopped = f"the submission's time budget ({settings.submission_timeout:.0f} s) ran out"
+                stopped = (
+                    f"the submission's time budget ({settings.submission_timeout:.0f} s) ran out"
+                )
                 session.kill()
                 break
             if cell.kind == "begin":
@@ -272,8 +317,11 @@ def _run_and_judge(index, nb, lesson, settings, result) -> None:
             graded = cell.kind == "check" or cell.grade_id in lesson.exercise_ids
             limit = settings.cell_timeout if graded else settings.other_cell_timeout
             run = session.run(source, min(limit, remaining))
-            where = (f"cell {cell.student_index} of the notebook" if cell.kind == "student"
-                     else f"graded cell {cell.grade_id}")
+            where = (
+                f"cell {cell.student_index} of the notebook"
+                if cell.kind == "student"
+                else f"graded cell {cell.grade_id}"
+            )
             if cell.kind == "check":
                 status[cell.grade_id] = run.status
                 errors[cell.grade_id] = run.error
@@ -306,15 +354,21 @@ def _run_and_judge(index, nb, lesson, settings, result) -> None:
                 verdict = judge.grade(grade, records_fd, budget, seed=seed)
                 entry["trust"] = "grader"
             else:  # see Judge._test_replay_on_the_solution: decided per lesson, never per submission
-                verdict = Verdict(cell_status == "ok", "passed in the kernel" if cell_status == "ok"
-                                  else f"failed in the kernel: {errors.get(grade.grade_id, '')}")
+                verdict = Verdict(
+                    cell_status == "ok",
+                    "passed in the kernel"
+                    if cell_status == "ok"
+                    else f"failed in the kernel: {errors.get(grade.grade_id, '')}",
+                )
                 entry["trust"] = "kernel"
             entry["passed"] = verdict.passed
             entry["points"] = grade.points if verdict.passed else 0.0
             entry["message"] = verdict.message
             if cell_status == "timeout":
                 entry["passed"], entry["points"] = False, 0.0
-                entry["message"] = f"timed out after {settings.cell_timeout:.0f} s; {verdict.message}"
+                entry["message"] = (
+                    f"timed out after {settings.cell_timeout:.0f} s; {verdict.message}"
+                )
             if entry["trust"] == "kernel":
                 result.kernel_trusted_points += entry["points"]
         if stopped:
@@ -348,8 +402,11 @@ def make_scratch(scratch: str, uid: int | None) -> tuple[str, int]:
 def isolation_level(isolate: bool, cgroup) -> str:
     if not isolate:
         return "limits only (not root: same user as the grader)"
-    memory = f"{cgroup.level} memory cap on the process tree" if cgroup is not None else \
-        "per-process memory cap only (no cgroup could be made)"
+    memory = (
+        f"{cgroup.level} memory cap on the process tree"
+        if cgroup is not None
+        else "per-process memory cap only (no cgroup could be made)"
+    )
     return f"allow-list root + namespaces + own uid + {memory}"
 
 
@@ -360,6 +417,7 @@ def allowed_paths(model_cache: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- batch side
+
 
 def readable_model_cache(temp_root_parent: str, isolate: bool) -> str:
     """A model cache folder the kernel can read: the user's own, or (isolated) a world-readable copy."""
@@ -373,7 +431,10 @@ def readable_model_cache(temp_root_parent: str, isolate: bool) -> str:
     folder = embedded_model_files()
     target = target_root / folder.name
     manifest = folder / "manifest.json"
-    if not ((target / "manifest.json").is_file() and (target / "manifest.json").read_bytes() == manifest.read_bytes()):
+    if not (
+        (target / "manifest.json").is_file()
+        and (target / "manifest.json").read_bytes() == manifest.read_bytes()
+    ):
         tmp = Path(tempfile.mkdtemp(prefix=".copy-", dir=target_root))
         for item in folder.iterdir():
             shutil.copyfile(item, tmp / item.name)
@@ -390,7 +451,9 @@ def list_submissions(folder: Path) -> list[Path]:
     found = []
     for parent, dirs, files in os.walk(folder, followlinks=False):
         found.extend(Path(parent) / name for name in files)
-        found.extend(Path(parent) / name for name in dirs if os.path.islink(os.path.join(parent, name)))
+        found.extend(
+            Path(parent) / name for name in dirs if os.path.islink(os.path.join(parent, name))
+        )
     return sorted(found)
 
 
@@ -405,9 +468,16 @@ def trusted_files(lesson: Lesson) -> list[Path]:
     """The files whose content decides a grade: the lesson's solution, the grader, the check framework,
     the lesson's check modules and the course modules its solution imports."""
     package = ROOT / "course_utils"
-    files = {lesson.path, *(package / "grading").glob("*.py"), package / "checks" / "__init__.py",
-             *(package / "authoring").glob("*.py"), *(package / "from_solutions").glob("*.py"),
-             package / "exercises.py", package / "paths.py", package / "model.py"}
+    files = {
+        lesson.path,
+        *(package / "grading").glob("*.py"),
+        package / "checks" / "__init__.py",
+        *(package / "authoring").glob("*.py"),
+        *(package / "from_solutions").glob("*.py"),
+        package / "exercises.py",
+        package / "paths.py",
+        package / "model.py",
+    }
     sources = "\n".join(c.source for c in lesson.notebook.cells if c.cell_type == "code")
     for module in re.findall(r"course_utils\.checks\s+import\s+(\w+)", sources):
         files.add(package / "checks" / f"{module}.py")
@@ -425,8 +495,9 @@ def trusted_fingerprint(lesson: Lesson) -> str:
     return digest.hexdigest()
 
 
-def grade_folder(lesson_name: str, submissions: Path, out: Path, settings: Settings | None = None,
-                 progress=None) -> list[SubmissionResult]:
+def grade_folder(
+    lesson_name: str, submissions: Path, out: Path, settings: Settings | None = None, progress=None
+) -> list[SubmissionResult]:
     settings = settings or Settings()
     lesson = load_lesson(lesson_name)
     submissions, out = Path(submissions).resolve(), Path(out).resolve()
@@ -439,7 +510,9 @@ def grade_folder(lesson_name: str, submissions: Path, out: Path, settings: Setti
     model_cache = readable_model_cache(temp_parent, isolate)
     temp_root = tempfile.mkdtemp(prefix="rsl-grading-", dir=temp_parent)
     os.chmod(temp_root, 0o711)  # kernels may enter their own folder, not list the others
-    seed = secrets.randbits(62)  # hidden tests' inputs: drawn now, never seen by a student in advance
+    seed = secrets.randbits(
+        62
+    )  # hidden tests' inputs: drawn now, never seen by a student in advance
     workers = settings.workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(files) or 1))
     results: dict[int, SubmissionResult] = {}
@@ -447,13 +520,18 @@ def grade_folder(lesson_name: str, submissions: Path, out: Path, settings: Setti
     started = time.monotonic()
     writer = ResultWriter(lesson, out)
     try:
-        for attempt in range(2):  # a crashed worker breaks the pool: its submissions get one more try
+        for attempt in range(
+            2
+        ):  # a crashed worker breaks the pool: its submissions get one more try
             if not pending:
                 break
             context = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(
-                    workers, mp_context=context, initializer=_init_worker,
-                    initargs=(str(lesson.path), settings, temp_root, model_cache, seed)) as pool:
+                workers,
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(str(lesson.path), settings, temp_root, model_cache, seed),
+            ) as pool:
                 futures = {pool.submit(grade_one, i, str(files[i]), names[i]): i for i in pending}
                 for future in concurrent.futures.as_completed(futures):
                     i = futures[future]
@@ -461,8 +539,11 @@ def grade_folder(lesson_name: str, submissions: Path, out: Path, settings: Setti
                         results[i] = future.result()
                     except Exception as error:  # BrokenProcessPool and friends
                         if attempt == 1:
-                            results[i] = SubmissionResult(names[i], max_points=lesson.max_points,
-                                                          error=f"grader worker crashed: {type(error).__name__}: {error}")
+                            results[i] = SubmissionResult(
+                                names[i],
+                                max_points=lesson.max_points,
+                                error=f"grader worker crashed: {type(error).__name__}: {error}",
+                            )
                         else:
                             continue
                     writer.add(results[i])
@@ -473,13 +554,18 @@ def grade_folder(lesson_name: str, submissions: Path, out: Path, settings: Setti
         shutil.rmtree(temp_root, ignore_errors=True)
         for i in range(len(files)):  # whatever happened, every input file has a row
             if i not in results:
-                results[i] = SubmissionResult(names[i], max_points=lesson.max_points,
-                                              error="not graded: the batch stopped before this file")
+                results[i] = SubmissionResult(
+                    names[i],
+                    max_points=lesson.max_points,
+                    error="not graded: the batch stopped before this file",
+                )
                 writer.add(results[i])
         writer.close()
     ordered = [results[i] for i in range(len(files))]
     tampered = trusted_fingerprint(lesson) != fingerprint
-    write_results(lesson, ordered, out, settings, time.monotonic() - started, tampered, isolate, seed)
+    write_results(
+        lesson, ordered, out, settings, time.monotonic() - started, tampered, isolate, seed
+    )
     return ordered
 
 
@@ -494,14 +580,25 @@ def csv_text(value: str) -> str:
 
 
 def _columns(lesson: Lesson) -> list[str]:
-    return ["submission", *(c.grade_id for c in lesson.grade_cells), "total", "max_points",
-            "kernel_trusted_points", "error"]
+    return [
+        "submission",
+        *(c.grade_id for c in lesson.grade_cells),
+        "total",
+        "max_points",
+        "kernel_trusted_points",
+        "error",
+    ]
 
 
 def _row(lesson: Lesson, r: SubmissionResult) -> list[str]:
-    return [csv_text(r.submission), *(_number(r.cells.get(c.grade_id, {}).get("points", 0.0))
-                                      for c in lesson.grade_cells),
-            _number(r.total), _number(r.max_points), _number(r.kernel_trusted_points), csv_text(r.error)]
+    return [
+        csv_text(r.submission),
+        *(_number(r.cells.get(c.grade_id, {}).get("points", 0.0)) for c in lesson.grade_cells),
+        _number(r.total),
+        _number(r.max_points),
+        _number(r.kernel_trusted_points),
+        csv_text(r.error),
+    ]
 
 
 class ResultWriter:
@@ -511,11 +608,14 @@ class ResultWriter:
 
     def __init__(self, lesson: Lesson, out: Path):
         self.lesson = lesson
-        self.csv_file = open(out / f"{lesson.name}.csv", "w", newline="", encoding="utf-8",
-                             errors="backslashreplace")
+        self.csv_file = open(
+            out / f"{lesson.name}.csv", "w", newline="", encoding="utf-8", errors="backslashreplace"
+        )
         self.csv = csv.writer(self.csv_file)
         self.csv.writerow(_columns(lesson))
-        self.jsonl = open(out / f"{lesson.name}.partial.jsonl", "w", encoding="utf-8", errors="backslashreplace")
+        self.jsonl = open(
+            out / f"{lesson.name}.partial.jsonl", "w", encoding="utf-8", errors="backslashreplace"
+        )
         self._flush()
 
     def _flush(self) -> None:
@@ -533,8 +633,16 @@ class ResultWriter:
         self.jsonl.close()
 
 
-def write_results(lesson: Lesson, results: list[SubmissionResult], out: Path, settings: Settings,
-                  seconds: float, tampered: bool, isolate: bool, seed: int | None = None) -> None:
+def write_results(
+    lesson: Lesson,
+    results: list[SubmissionResult],
+    out: Path,
+    settings: Settings,
+    seconds: float,
+    tampered: bool,
+    isolate: bool,
+    seed: int | None = None,
+) -> None:
     tmp = out / f".{lesson.name}.csv.tmp"
     with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
         writer = csv.writer(f)
@@ -544,10 +652,13 @@ def write_results(lesson: Lesson, results: list[SubmissionResult], out: Path, se
     os.replace(tmp, out / f"{lesson.name}.csv")
     report = {
         "lesson": lesson.name,
-        "columns": {c.grade_id: {"exercise": c.exercise, "kind": c.kind, "points": c.points} for c in lesson.grade_cells},
+        "columns": {
+            c.grade_id: {"exercise": c.exercise, "kind": c.kind, "points": c.points}
+            for c in lesson.grade_cells
+        },
         "settings": asdict(settings),
         "isolation": "; ".join(sorted({r.isolation for r in results if r.isolation}))
-                     or isolation_level(isolate, None),
+        or isolation_level(isolate, None),
         "hidden_test_seed": seed,
         "trusted_files_changed_during_batch": tampered,
         "seconds": round(seconds, 2),
@@ -569,33 +680,65 @@ def _number(x: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m course_utils.grade", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m course_utils.grade", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("lesson", help="lesson: 00, 00_first_look or a solution notebook path")
-    parser.add_argument("submissions", type=Path, help="folder of submitted notebooks (searched recursively)")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for LESSON.csv and LESSON.json")
+    parser.add_argument(
+        "submissions", type=Path, help="folder of submitted notebooks (searched recursively)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("results"), help="folder for LESSON.csv and LESSON.json"
+    )
     defaults = Settings()
-    parser.add_argument("--timeout", type=float, default=defaults.cell_timeout,
-                        help="seconds per exercise cell and per check cell")
-    parser.add_argument("--other-cell-timeout", type=float, default=defaults.other_cell_timeout,
-                        help="seconds per other cell (setup, model loading)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=defaults.cell_timeout,
+        help="seconds per exercise cell and per check cell",
+    )
+    parser.add_argument(
+        "--other-cell-timeout",
+        type=float,
+        default=defaults.other_cell_timeout,
+        help="seconds per other cell (setup, model loading)",
+    )
     parser.add_argument("--submission-timeout", type=float, default=defaults.submission_timeout)
-    parser.add_argument("--memory-gb", type=float, default=defaults.memory_gb, help="kernel address-space cap")
-    parser.add_argument("--workers", type=int, default=0, help="parallel submissions (default: CPU cores)")
-    parser.add_argument("--no-isolation", action="store_true", help="skip namespaces and the uid switch")
+    parser.add_argument(
+        "--memory-gb", type=float, default=defaults.memory_gb, help="kernel address-space cap"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="parallel submissions (default: CPU cores)"
+    )
+    parser.add_argument(
+        "--no-isolation", action="store_true", help="skip namespaces and the uid switch"
+    )
     args = parser.parse_args(argv)
     if not args.submissions.is_dir():
         parser.error(f"{args.submissions} is not a folder")
-    settings = Settings(cell_timeout=args.timeout, other_cell_timeout=args.other_cell_timeout,
-                        submission_timeout=args.submission_timeout,
-                        memory_gb=args.memory_gb, workers=args.workers, isolate=not args.no_isolation)
+    settings = Settings(
+        cell_timeout=args.timeout,
+        other_cell_timeout=args.other_cell_timeout,
+        submission_timeout=args.submission_timeout,
+        memory_gb=args.memory_gb,
+        workers=args.workers,
+        isolate=not args.no_isolation,
+    )
 
     def progress(r: SubmissionResult) -> None:
-        print(f"{r.submission}: {_number(r.total)}/{_number(r.max_points)}"
-              + (f"  [{r.error}]" if r.error else "") + f"  ({r.seconds:.1f} s)", file=sys.stderr, flush=True)
+        print(
+            f"{r.submission}: {_number(r.total)}/{_number(r.max_points)}"
+            + (f"  [{r.error}]" if r.error else "")
+            + f"  ({r.seconds:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     start = time.monotonic()
     results = grade_folder(args.lesson, args.submissions, args.out, settings, progress)
     name = load_lesson(args.lesson).name
-    print(f"graded {len(results)} submissions in {time.monotonic() - start:.1f} s -> "
-          f"{args.out / (name + '.csv')}, {args.out / (name + '.json')}")
+    print(
+        f"graded {len(results)} submissions in {time.monotonic() - start:.1f} s -> "
+        f"{args.out / (name + '.csv')}, {args.out / (name + '.json')}"
+    )
     return 0

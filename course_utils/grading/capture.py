@@ -29,7 +29,9 @@ class Recorder:
         self.folder = folder
         # held open: renaming or deleting the folder's path later does not lose the records
         # (O_PATH: the folder may be writable and not readable, mode 1733)
-        self.dir_fd = os.open(folder, getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.dir_fd = os.open(
+            folder, getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
+        )
         self._reset()
 
     def __del__(self):
@@ -82,8 +84,11 @@ class Recorder:
             before = {}
             for key, value in [*enumerate(args), *kwargs.items()]:
                 if _is_plain_function(value) or _records_methods(value):
-                    callback = recorder._callback(entry, key, value) if _is_plain_function(value) \
+                    callback = (
+                        recorder._callback(entry, key, value)
+                        if _is_plain_function(value)
                         else _MethodRecorder(value, entry, key, recorder.encoder)
+                    )
                     if isinstance(key, int):
                         args[key] = callback
                     else:
@@ -116,7 +121,11 @@ class Recorder:
         encoder = self.encoder
 
         def callback(*args, **kwargs):
-            call = {"arg": key, "args": encoder.encode(list(args)), "kwargs": encoder.encode(dict(kwargs))}
+            call = {
+                "arg": key,
+                "args": encoder.encode(list(args)),
+                "kwargs": encoder.encode(dict(kwargs)),
+            }
             entry.setdefault("callbacks", []).append(call)
             return fn(*args, **kwargs)
 
@@ -131,8 +140,12 @@ class Recorder:
             return
         if self.namespace is not None:
             self.namespace.update(self.saved)
-        record = {"grade_id": self.grade_id, "names": self.names, "calls": self.calls,
-                  "handles": {str(h): type_name(f) for h, f in self.handles.items()}}
+        record = {
+            "grade_id": self.grade_id,
+            "names": self.names,
+            "calls": self.calls,
+            "handles": {str(h): type_name(f) for h, f in self.handles.items()},
+        }
         base, fd = self.grade_id, self.dir_fd
 
         def opener(path, flags):
@@ -150,8 +163,9 @@ def _records_methods(value) -> bool:
     """A spy object a check passes in (``course_utils.checks``), whose listed method calls the grader
     replays on its own spy (``_rsl_record_methods``, ``_rsl_replay``)."""
     cls = type(value)
-    return str(getattr(cls, "__module__", "")).startswith("course_utils.checks") \
-        and isinstance(getattr(cls, "_rsl_record_methods", None), tuple)
+    return str(getattr(cls, "__module__", "")).startswith("course_utils.checks") and isinstance(
+        getattr(cls, "_rsl_record_methods", None), tuple
+    )
 
 
 class _MethodRecorder:
@@ -168,8 +182,14 @@ class _MethodRecorder:
             return value
 
         def method(*args, **kwargs):
-            entry.setdefault("callbacks", []).append({"arg": key, "method": attr, "args": encoder.encode(list(args)),
-                                                      "kwargs": encoder.encode(dict(kwargs))})
+            entry.setdefault("callbacks", []).append(
+                {
+                    "arg": key,
+                    "method": attr,
+                    "args": encoder.encode(list(args)),
+                    "kwargs": encoder.encode(dict(kwargs)),
+                }
+            )
             return value(*args, **kwargs)
 
         return method
@@ -182,14 +202,19 @@ class _MethodRecorder:
 
 
 def _is_plain_function(value) -> bool:
-    return inspect.isfunction(value) or inspect.ismethod(value) or isinstance(value, functools.partial)
+    return (
+        inspect.isfunction(value) or inspect.ismethod(value) or isinstance(value, functools.partial)
+    )
 
 
 def _same_tensor(old, new) -> bool:
     import torch
 
     try:
-        return (type(new) is type(old) or isinstance(new, torch.Tensor)) and old.shape == new.shape \
+        return (
+            (type(new) is type(old) or isinstance(new, torch.Tensor))
+            and old.shape == new.shape
             and bool(torch.equal(old, new.detach()))
+        )
     except Exception:  # a hostile object: treat as changed, the grader decides
         return False

@@ -14,15 +14,28 @@ This module is imported inside the student kernel too, so it must not import tor
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 MAX_DEPTH = 24
-MAX_ITEMS = 100_000         # elements of one list/tuple/dict
-MAX_STR = 1_000_000         # characters of one string
+MAX_ITEMS = 100_000  # elements of one list/tuple/dict
+MAX_STR = 1_000_000  # characters of one string
 MAX_BLOB_BYTES = 256 << 20  # tensor bytes in one record file
 
-_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8",
-           "bool", "complex64", "complex128")
+_DTYPES = (
+    "float64",
+    "float32",
+    "float16",
+    "bfloat16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "bool",
+    "complex64",
+    "complex128",
+)
 
 
 class DecodeError(ValueError):
@@ -51,7 +64,9 @@ class Encoder:
     them so their later calls are recorded too).
     """
 
-    def __init__(self, on_callable: Callable[[Any], int] | None = None, max_bytes: int = MAX_BLOB_BYTES):
+    def __init__(
+        self, on_callable: Callable[[Any], int] | None = None, max_bytes: int = MAX_BLOB_BYTES
+    ):
         self.blob = bytearray()
         self.on_callable = on_callable
         self.max_bytes = max_bytes
@@ -62,7 +77,9 @@ class Encoder:
         except RecursionError:
             return {"__opaque__": "nested too deeply"}
         except Exception as error:  # a hostile object may raise anything from its dunder methods
-            return {"__opaque__": f"{type_name(value)} (could not be encoded: {type(error).__name__})"}
+            return {
+                "__opaque__": f"{type_name(value)} (could not be encoded: {type(error).__name__})"
+            }
 
     def _encode(self, value: Any, depth: int) -> Any:
         if depth > MAX_DEPTH:
@@ -79,22 +96,29 @@ class Encoder:
             return value[:MAX_STR]
         if kind in (list, tuple):
             items = list.__iter__(value) if kind is list else tuple.__iter__(value)
-            items = [self._encode(v, depth + 1) for _, v in zip(range(MAX_ITEMS), items)]
+            items = [self._encode(v, depth + 1) for _, v in zip(range(MAX_ITEMS), items, strict=False)]
             return {"__list__": items} if kind is list else {"__tuple__": items}
         if kind is dict:
-            pairs = [[self._encode(k, depth + 1), self._encode(v, depth + 1)]
-                     for k, v in list(dict.items(value))[:MAX_ITEMS]]
+            pairs = [
+                [self._encode(k, depth + 1), self._encode(v, depth + 1)]
+                for k, v in list(dict.items(value))[:MAX_ITEMS]
+            ]
             return {"__dict__": pairs}
         if _is_tensor(value):
             return self._tensor(value)
-        if _is_numpy_scalar(value):  # np.sum(...), np.float32(...): a check compares them as numbers
+        if _is_numpy_scalar(
+            value
+        ):  # np.sum(...), np.float32(...): a check compares them as numbers
             return self._encode(value.item(), depth)
         if _is_ndarray(value):
             import torch
 
             return {"__ndarray__": self._tensor(torch.from_numpy(value.copy()))["__tensor__"]}
         if self.on_callable is not None and _is_function(value):
-            return {"__callable__": self.on_callable(value), "name": str(getattr(value, "__name__", "function"))[:200]}
+            return {
+                "__callable__": self.on_callable(value),
+                "name": str(getattr(value, "__name__", "function"))[:200],
+            }
         return {"__opaque__": type_name(value)}
 
     def _tensor(self, value) -> dict:
@@ -112,7 +136,14 @@ class Encoder:
         offset = len(self.blob)
         if nbytes:
             self.blob += tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
-        return {"__tensor__": {"dtype": dtype, "shape": list(tensor.shape), "offset": offset, "nbytes": nbytes}}
+        return {
+            "__tensor__": {
+                "dtype": dtype,
+                "shape": list(tensor.shape),
+                "offset": offset,
+                "nbytes": nbytes,
+            }
+        }
 
 
 def _is_function(value) -> bool:
@@ -123,8 +154,12 @@ def _is_function(value) -> bool:
     import functools
     import inspect
 
-    if inspect.isfunction(value) or inspect.ismethod(value) or inspect.isbuiltin(value) \
-            or isinstance(value, functools.partial):
+    if (
+        inspect.isfunction(value)
+        or inspect.ismethod(value)
+        or inspect.isbuiltin(value)
+        or isinstance(value, functools.partial)
+    ):
         return True
     try:
         if not callable(value):
@@ -162,8 +197,12 @@ class Decoder:
     ``on_callable(handle, name)`` builds the stand-in for a recorded function.
     """
 
-    def __init__(self, blob: bytes, on_callable: Callable[[int, str], Any] | None = None,
-                 on_tensor: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        blob: bytes,
+        on_callable: Callable[[int, str], Any] | None = None,
+        on_tensor: Callable[[int], None] | None = None,
+    ):
         self.blob = blob
         self.on_callable = on_callable
         self.on_tensor = on_tensor  # charged with the bytes of every tensor decoded (a budget)
@@ -228,10 +267,19 @@ class Decoder:
         if type(spec) is not dict:
             raise DecodeError("bad tensor")
         dtype, shape, offset, nbytes = (spec.get(k) for k in ("dtype", "shape", "offset", "nbytes"))
-        if dtype not in _DTYPES or type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
+        if (
+            dtype not in _DTYPES
+            or type(shape) is not list
+            or not all(type(d) is int and d >= 0 for d in shape)
+        ):
             raise DecodeError("bad tensor header")
-        if type(offset) is not int or type(nbytes) is not int or offset < 0 or nbytes < 0 \
-                or offset + nbytes > len(self.blob):
+        if (
+            type(offset) is not int
+            or type(nbytes) is not int
+            or offset < 0
+            or nbytes < 0
+            or offset + nbytes > len(self.blob)
+        ):
             raise DecodeError("tensor bytes out of range")
         torch_dtype = getattr(torch, dtype)
         numel = math.prod(shape)
@@ -241,5 +289,5 @@ class Decoder:
             self.on_tensor(nbytes)
         if numel == 0:
             return torch.empty(shape, dtype=torch_dtype)
-        raw = torch.frombuffer(bytearray(self.blob[offset:offset + nbytes]), dtype=torch.uint8)
+        raw = torch.frombuffer(bytearray(self.blob[offset : offset + nbytes]), dtype=torch.uint8)
         return raw.view(torch_dtype).reshape(shape).clone()

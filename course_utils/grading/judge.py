@@ -22,18 +22,20 @@ from dataclasses import dataclass
 from . import codec
 from .lesson import GradeCell, Lesson
 
-MAX_JSON_BYTES = 16 << 20              # the JSON half of one record file
+MAX_JSON_BYTES = 16 << 20  # the JSON half of one record file
 MAX_BLOB_BYTES = codec.MAX_BLOB_BYTES  # its tensor bytes
-MAX_CALLS_PER_CELL = 10_000            # recorded calls of learner functions in one graded cell
-MAX_CALLBACKS_PER_CELL = 10_000        # calls the grader re-issues for one graded cell
+MAX_CALLS_PER_CELL = 10_000  # recorded calls of learner functions in one graded cell
+MAX_CALLBACKS_PER_CELL = 10_000  # calls the grader re-issues for one graded cell
 MAX_CALLBACKS_PER_SUBMISSION = 50_000
-MAX_DECODED_PER_CELL = 256 << 20       # tensor bytes decoded (copies) while replaying one cell
+MAX_DECODED_PER_CELL = 256 << 20  # tensor bytes decoded (copies) while replaying one cell
 MAX_DECODED_PER_SUBMISSION = 1 << 30
 SELF_TEST_SEED = 20260101
-JUDGE_TIMEOUT_S = 120.0                # one judge step (reading and replaying one graded cell)
+JUDGE_TIMEOUT_S = 120.0  # one judge step (reading and replaying one graded cell)
 
 
-class JudgeTimeout(BaseException):  # not an Exception: the checks' own `except Exception` let it through
+class JudgeTimeout(
+    BaseException
+):  # not an Exception: the checks' own `except Exception` let it through
     """A judge step ran past its time limit."""
 
 
@@ -51,7 +53,10 @@ class Budget:
     def charge_callback(self) -> None:
         self.callbacks += 1
         self.cell_callbacks += 1
-        if self.cell_callbacks > MAX_CALLBACKS_PER_CELL or self.callbacks > MAX_CALLBACKS_PER_SUBMISSION:
+        if (
+            self.cell_callbacks > MAX_CALLBACKS_PER_CELL
+            or self.callbacks > MAX_CALLBACKS_PER_SUBMISSION
+        ):
             raise codec.DecodeError("too many recorded callbacks to replay")
 
     def charge_bytes(self, nbytes: int) -> None:
@@ -82,25 +87,40 @@ def same_input(ours, theirs, atol: float = 1e-4, rtol: float = 1e-3) -> bool:
     import torch
 
     if isinstance(theirs, codec.Opaque):
-        return not isinstance(ours, (str, int, float, list, tuple, dict, type(None))) and not _tensor_like(ours) \
+        return (
+            not isinstance(ours, (str, int, float, list, tuple, dict, type(None)))
+            and not _tensor_like(ours)
             and theirs.type_name == codec.type_name(ours)
+        )
     if isinstance(theirs, Replay):
         return callable(ours)
     if _tensor_like(ours):
-        if not isinstance(theirs, torch.Tensor) or ours.shape != theirs.shape or ours.dtype != theirs.dtype:
+        if (
+            not isinstance(theirs, torch.Tensor)
+            or ours.shape != theirs.shape
+            or ours.dtype != theirs.dtype
+        ):
             return False
         a, b = ours.detach().cpu(), theirs
         if a.is_floating_point() or a.is_complex():
             return bool(torch.allclose(a, b, atol=atol, rtol=rtol, equal_nan=True))
         return bool(torch.equal(a, b))
     if type(ours) in (list, tuple):
-        return type(theirs) is type(ours) and len(ours) == len(theirs) and all(
-            same_input(a, b, atol, rtol) for a, b in zip(ours, theirs))
+        return (
+            type(theirs) is type(ours)
+            and len(ours) == len(theirs)
+            and all(same_input(a, b, atol, rtol) for a, b in zip(ours, theirs, strict=False))
+        )
     if type(ours) is dict:
-        return type(theirs) is dict and ours.keys() == theirs.keys() and all(
-            same_input(ours[k], theirs[k], atol, rtol) for k in ours)
+        return (
+            type(theirs) is dict
+            and ours.keys() == theirs.keys()
+            and all(same_input(ours[k], theirs[k], atol, rtol) for k in ours)
+        )
     if type(ours) is float and type(theirs) is float:
-        return math.isclose(ours, theirs, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(ours) and math.isnan(theirs))
+        return math.isclose(ours, theirs, rel_tol=1e-9, abs_tol=1e-12) or (
+            math.isnan(ours) and math.isnan(theirs)
+        )
     if ours is None or type(ours) in (bool, int, str, float):
         return type(theirs) is type(ours) and theirs == ours
     # anything else the grader passes (the model, a hook point...) is matched by type
@@ -124,8 +144,9 @@ class Replay:
 class _ReplayState:
     def __init__(self, record: dict, blob: bytes, budget: Budget | None = None):
         self.budget = budget or Budget()
-        self.decoder = codec.Decoder(blob, on_callable=lambda h, n: Replay(self, h, n),
-                                     on_tensor=self.budget.charge_bytes)
+        self.decoder = codec.Decoder(
+            blob, on_callable=lambda h, n: Replay(self, h, n), on_tensor=self.budget.charge_bytes
+        )
         self.queues: dict[int, list[dict]] = {}
         calls = record.get("calls", [])
         if type(calls) is not list or len(calls) > MAX_CALLS_PER_CELL:
@@ -138,20 +159,27 @@ class _ReplayState:
     def next_result(self, handle: int, name: str, args: list, kwargs: dict):
         queue = self.queues.get(handle, [])
         if not queue:
-            raise ReplayMismatch(f"no recorded output: your notebook did not complete this call of `{name}` "
-                                 "during grading (an earlier error, a timeout, or an altered check)")
+            raise ReplayMismatch(
+                f"no recorded output: your notebook did not complete this call of `{name}` "
+                "during grading (an earlier error, a timeout, or an altered check)"
+            )
         call = queue.pop(0)
         if "args" not in call:
             raise ReplayMismatch(f"too many calls of `{name}` to record")
         theirs_args = self.decoder.decode(call["args"])
         theirs_kwargs = self.decoder.decode(call.get("kwargs", {"__dict__": []}))
         if not (same_input(args, theirs_args) and same_input(kwargs, theirs_kwargs)):
-            raise ReplayMismatch(f"`{name}` was called with different inputs in your notebook than by the grader "
-                                 "(was the check cell changed?)")
+            raise ReplayMismatch(
+                f"`{name}` was called with different inputs in your notebook than by the grader "
+                "(was the check cell changed?)"
+            )
         self._reissue_callbacks(call, name, args, kwargs)
         if "error" in call:
             error = call["error"] if type(call["error"]) is dict else {}
-            kind, message = str(error.get("type", "Error"))[:100], str(error.get("message", ""))[:2000]
+            kind, message = (
+                str(error.get("type", "Error"))[:100],
+                str(error.get("message", ""))[:2000],
+            )
             if kind == "NotImplementedError":
                 raise NotImplementedError(message)
             if kind == "KeyboardInterrupt":
@@ -168,7 +196,9 @@ class _ReplayState:
             return args[key]
         if type(key) is str and key in kwargs:
             return kwargs[key]
-        raise ReplayMismatch(f"`{name}`: the record refers to an argument {key!r} the grader did not pass")
+        raise ReplayMismatch(
+            f"`{name}`: the record refers to an argument {key!r} the grader did not pass"
+        )
 
     def _reissue_callbacks(self, call: dict, name: str, args: list, kwargs: dict) -> None:
         """Make the calls the learner's code made to functions the check passed in (spies...)."""
@@ -182,12 +212,19 @@ class _ReplayState:
             target = self._argument(callback.get("arg"), args, kwargs, name)
             call_args = self.decoder.decode(callback.get("args", {"__list__": []}))
             call_kwargs = self.decoder.decode(callback.get("kwargs", {"__dict__": []}))
-            if type(call_args) is not list or type(call_kwargs) is not dict \
-                    or not all(type(k) is str for k in call_kwargs):
+            if (
+                type(call_args) is not list
+                or type(call_kwargs) is not dict
+                or not all(type(k) is str for k in call_kwargs)
+            ):
                 raise codec.DecodeError("bad callback arguments")
-            if "method" in callback:  # a method of a check's spy object: its bookkeeping, on our spy
+            if (
+                "method" in callback
+            ):  # a method of a check's spy object: its bookkeeping, on our spy
                 method = callback["method"]
-                if type(method) is not str or method not in getattr(type(target), "_rsl_record_methods", ()):
+                if type(method) is not str or method not in getattr(
+                    type(target), "_rsl_record_methods", ()
+                ):
                     raise ReplayMismatch(f"`{name}` called a method the grader cannot repeat")
                 target._rsl_replay(method, *call_args, **call_kwargs)
                 continue
@@ -208,9 +245,14 @@ class _ReplayState:
                 raise codec.DecodeError("bad mutation")
             target = self._argument(item[0], args, kwargs, name)
             value = self.decoder.decode(item[1])
-            if not isinstance(target, torch.Tensor) or not isinstance(value, torch.Tensor) \
-                    or value.shape != target.shape:
-                raise ReplayMismatch(f"`{name}` changed an argument in a way the grader cannot repeat")
+            if (
+                not isinstance(target, torch.Tensor)
+                or not isinstance(value, torch.Tensor)
+                or value.shape != target.shape
+            ):
+                raise ReplayMismatch(
+                    f"`{name}` changed an argument in a way the grader cannot repeat"
+                )
             with torch.no_grad():
                 target.copy_(value.to(target.dtype))
 
@@ -226,7 +268,9 @@ def _read_regular(name: str, dir_fd: int, limit: int) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as error:  # ELOOP: a symbolic link; ENXIO: a socket...
-        raise codec.DecodeError(f"{name} is not a regular file ({os.strerror(error.errno)})") from None
+        raise codec.DecodeError(
+            f"{name} is not a regular file ({os.strerror(error.errno)})"
+        ) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -280,7 +324,9 @@ def time_limit(seconds: float):
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "setitimer"
+    ):
         yield
         return
 
@@ -306,9 +352,8 @@ class Judge:
         self._test_replay_on_the_solution()
 
     def _run_solution(self) -> None:
-        from IPython.core.interactiveshell import InteractiveShell
-
         import matplotlib
+        from IPython.core.interactiveshell import InteractiveShell
 
         matplotlib.use("Agg")
         shell = InteractiveShell.instance()
@@ -324,8 +369,10 @@ class Judge:
             with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
                 result = shell.run_cell(cell.source, store_history=False, silent=True)
             if not result.success:
-                raise RuntimeError(f"{self.lesson.path.name} cell {index} fails in the grader's process: "
-                                   f"{result.error_before_exec or result.error_in_exec!r}")
+                raise RuntimeError(
+                    f"{self.lesson.path.name} cell {index} fails in the grader's process: "
+                    f"{result.error_before_exec or result.error_in_exec!r}"
+                )
             sink.seek(0)
             sink.truncate()
 
@@ -360,7 +407,9 @@ class Judge:
                     checks.set_grading_seed(previous_seed)
                     recorder.end()
                 if ran:
-                    raise RuntimeError(f"{self.lesson.path.name}: {cell.grade_id} fails on the solution: {ran}")
+                    raise RuntimeError(
+                        f"{self.lesson.path.name}: {cell.grade_id} fails on the solution: {ran}"
+                    )
                 verdict = self.grade(cell, folder, seed=seed)
                 self.replayable[cell.grade_id] = verdict.passed
                 self.self_test[cell.grade_id] = verdict.message
@@ -370,10 +419,18 @@ class Judge:
     def _compiled(cell: GradeCell):
         from IPython.core.inputtransformer2 import TransformerManager
 
-        return compile(TransformerManager().transform_cell(cell.source), f"<{cell.grade_id}>", "exec")
+        return compile(
+            TransformerManager().transform_cell(cell.source), f"<{cell.grade_id}>", "exec"
+        )
 
-    def grade(self, cell: GradeCell, record_folder: str | int, budget: Budget | None = None,
-              seed: int | None = None, timeout: float = JUDGE_TIMEOUT_S) -> Verdict:
+    def grade(
+        self,
+        cell: GradeCell,
+        record_folder: str | int,
+        budget: Budget | None = None,
+        seed: int | None = None,
+        timeout: float = JUDGE_TIMEOUT_S,
+    ) -> Verdict:
         """Judge one graded cell from the kernel's record; never raises, never runs past ``timeout``.
 
         ``budget`` is shared by the cells of one submission; ``seed`` is the grading seed the kernel's
@@ -429,8 +486,12 @@ class Judge:
             return Verdict(False, failure.result.line())
         except JudgeTimeout:
             raise
-        except Exception as error:  # NameError for a missing function, a ReplayMismatch, a decode problem...
+        except (
+            Exception
+        ) as error:  # NameError for a missing function, a ReplayMismatch, a decode problem...
             lines = [r.line() for r in checks.RESULTS[before:]]
             return Verdict(False, "; ".join(lines + [f"{type(error).__name__}: {error}"])[:2000])
         lines = [r.line().replace(f" — {checks.HIDDEN_NOTE}", "") for r in checks.RESULTS[before:]]
-        return Verdict(True, "; ".join(dict.fromkeys(lines)) or "passed")  # visible and hidden runs often agree
+        return Verdict(
+            True, "; ".join(dict.fromkeys(lines)) or "passed"
+        )  # visible and hidden runs often agree

@@ -24,7 +24,7 @@ INTERRUPT_GRACE_S = 5.0
 
 @dataclass
 class CellRun:
-    status: str            # "ok", "error", "timeout" (interrupted, kernel alive), "dead"
+    status: str  # "ok", "error", "timeout" (interrupted, kernel alive), "dead"
     error: str = ""
     output_chars: int = 0
     seconds: float = 0.0
@@ -36,8 +36,13 @@ class _LaunchThroughSandbox(KernelManager):
     sandbox_config: dict = {}
 
     def format_kernel_cmd(self, extra_arguments=None):
-        return [sys.executable, "-m", "course_utils.grading.sandbox", json.dumps(self.sandbox_config),
-                self.connection_file]
+        return [
+            sys.executable,
+            "-m",
+            "course_utils.grading.sandbox",
+            json.dumps(self.sandbox_config),
+            self.connection_file,
+        ]
 
 
 class KernelSession:
@@ -47,9 +52,14 @@ class KernelSession:
         self.cgroup: MemoryCgroup | None = sandbox_config.pop("cgroup_object", None)
         if self.cgroup is not None:
             sandbox_config = dict(sandbox_config, cgroup=self.cgroup.path)
-        ipc = self.uid is not None  # isolated kernels have no network, so they talk over Unix sockets
-        self.km = _LaunchThroughSandbox(kernel_name="python3", transport="ipc" if ipc else "tcp",
-                                        ip=os.path.join(scratch, "zmq") if ipc else "127.0.0.1")
+        ipc = (
+            self.uid is not None
+        )  # isolated kernels have no network, so they talk over Unix sockets
+        self.km = _LaunchThroughSandbox(
+            kernel_name="python3",
+            transport="ipc" if ipc else "tcp",
+            ip=os.path.join(scratch, "zmq") if ipc else "127.0.0.1",
+        )
         self.km.sandbox_config = dict(sandbox_config, scratch=scratch)
         self.env = env
         self.kc = None
@@ -60,13 +70,17 @@ class KernelSession:
     def start(self, timeout: float) -> None:
         # the kernel's own stdout/stderr: a file in its scratch folder (capped by RLIMIT_FSIZE), so a
         # raw os.write(1, ...) never reaches the grader's terminal or log
-        log = os.open(os.path.join(self.scratch, "kernel.log"),
-                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        log = os.open(
+            os.path.join(self.scratch, "kernel.log"),
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
         try:
             if self.uid is not None:
                 os.fchown(log, self.uid, self.uid)
-            self.km.start_kernel(env=self.env, cwd=self.scratch, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=log)
+            self.km.start_kernel(
+                env=self.env, cwd=self.scratch, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
         finally:
             os.close(log)
         self.kc = self.km.client()
@@ -96,14 +110,21 @@ class KernelSession:
                     pass
             if interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE_S:
                 self.kill()
-                return CellRun("dead", f"did not stop within {INTERRUPT_GRACE_S:.0f} s of an interrupt after "
-                                       f"its {timeout:.0f} s timeout; kernel killed", chars, now - start)
+                return CellRun(
+                    "dead",
+                    f"did not stop within {INTERRUPT_GRACE_S:.0f} s of an interrupt after "
+                    f"its {timeout:.0f} s timeout; kernel killed",
+                    chars,
+                    now - start,
+                )
             try:
                 msg = self.kc.get_iopub_msg(timeout=0.5)
             except queue.Empty:
                 if not self.km.is_alive():
                     self.kill()
-                    return CellRun("dead", "the kernel died (memory cap, crash or exit)", chars, now - start)
+                    return CellRun(
+                        "dead", "the kernel died (memory cap, crash or exit)", chars, now - start
+                    )
                 continue
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
@@ -165,7 +186,9 @@ class MemoryCgroup:
             return None
         for line in lines:
             _, controllers, path = line.split(":", 2)
-            if (controller is None and controllers == "") or (controller and controller in controllers.split(",")):
+            if (controller is None and controllers == "") or (
+                controller and controller in controllers.split(",")
+            ):
                 return path
         return None
 
@@ -178,14 +201,25 @@ class MemoryCgroup:
         own_v2 = cls._own(None)
         for mount in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
             try:
-                if own_v2 is not None and "memory" in open(f"{mount}/cgroup.controllers").read().split():
-                    candidates.append(("cgroup v2", mount + own_v2, "memory.max", "memory.swap.max"))
+                if (
+                    own_v2 is not None
+                    and "memory" in open(f"{mount}/cgroup.controllers").read().split()
+                ):
+                    candidates.append(
+                        ("cgroup v2", mount + own_v2, "memory.max", "memory.swap.max")
+                    )
             except OSError:
                 pass
         own_v1 = cls._own("memory")
         if own_v1 is not None and os.path.isdir("/sys/fs/cgroup/memory"):
-            candidates.append(("cgroup v1", "/sys/fs/cgroup/memory" + own_v1, "memory.limit_in_bytes",
-                               "memory.memsw.limit_in_bytes"))
+            candidates.append(
+                (
+                    "cgroup v1",
+                    "/sys/fs/cgroup/memory" + own_v1,
+                    "memory.limit_in_bytes",
+                    "memory.memsw.limit_in_bytes",
+                )
+            )
         for level, parent, limit_file, swap_file in candidates:
             path = os.path.join(parent, name)
             try:

@@ -37,10 +37,10 @@ class SubmissionError(ValueError):
 @dataclass
 class GradeCell:
     grade_id: str
-    index: int              # cell index in the solution notebook
-    source: str             # trusted source, hidden tests included
+    index: int  # cell index in the solution notebook
+    source: str  # trusted source, hidden tests included
     points: float
-    exercise: str           # grade_id of the exercise cell it checks
+    exercise: str  # grade_id of the exercise cell it checks
     learner_names: list[str]
 
     @property
@@ -92,7 +92,11 @@ def _assigned(node: ast.AST) -> set[str]:
 
 
 def _loaded(node: ast.AST) -> set[str]:
-    return {sub.id for sub in ast.walk(node) if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load)}
+    return {
+        sub.id
+        for sub in ast.walk(node)
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load)
+    }
 
 
 def _parse(source: str, where: str) -> ast.Module:
@@ -121,8 +125,16 @@ def load_lesson(lesson: str | Path) -> Lesson:
         elif is_check(cell):
             meta = nbgrader_meta(cell)
             names = sorted(_loaded(tree) & tainted)
-            grade_cells.append(GradeCell(meta["grade_id"], index, cell.source, float(meta["points"]),
-                                         owner[meta["grade_id"]], names))
+            grade_cells.append(
+                GradeCell(
+                    meta["grade_id"],
+                    index,
+                    cell.source,
+                    float(meta["points"]),
+                    owner[meta["grade_id"]],
+                    names,
+                )
+            )
         else:
             for node in tree.body:
                 bound = _assigned(node)
@@ -153,18 +165,26 @@ def read_submission(data: bytes, lesson: Lesson) -> nbformat.NotebookNode:
     if not data.strip():
         raise SubmissionError("empty file")
     if len(data) > MAX_SUBMISSION_BYTES:
-        raise SubmissionError(f"file is {len(data) >> 20} MiB; notebooks over {MAX_SUBMISSION_BYTES >> 20} MiB are refused")
+        raise SubmissionError(
+            f"file is {len(data) >> 20} MiB; notebooks over {MAX_SUBMISSION_BYTES >> 20} MiB are refused"
+        )
     try:
         raw = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as error:
-        raise SubmissionError(f"not a notebook: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        raise SubmissionError(
+            f"not a notebook: not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
     except json.JSONDecodeError as error:
-        raise SubmissionError(f"not a notebook: malformed JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+        raise SubmissionError(
+            f"not a notebook: malformed JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+        ) from None
     except RecursionError:
         raise SubmissionError("not a notebook: JSON nested too deeply") from None
     if isinstance(raw, dict) and "nbformat" in raw and raw["nbformat"] != 4:
-        raise SubmissionError(f"unsupported notebook format nbformat={raw['nbformat']!r}: expected 4 "
-                              "(open and save it with a current Jupyter or JupyterLab)")
+        raise SubmissionError(
+            f"unsupported notebook format nbformat={raw['nbformat']!r}: expected 4 "
+            "(open and save it with a current Jupyter or JupyterLab)"
+        )
     if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
         raise SubmissionError("not a notebook: the JSON has no 'cells' list")
     if raw.get("nbformat") != 4:
@@ -172,8 +192,12 @@ def read_submission(data: bytes, lesson: Lesson) -> nbformat.NotebookNode:
     try:
         nb = nbformat.from_dict(raw)
         if not isinstance(nb.cells, list) or not all(
-                isinstance(c, dict) and c.get("cell_type") in ("code", "markdown", "raw") for c in nb.cells):
-            raise SubmissionError("not a valid notebook: 'cells' must be a list of code/markdown/raw cells")
+            isinstance(c, dict) and c.get("cell_type") in ("code", "markdown", "raw")
+            for c in nb.cells
+        ):
+            raise SubmissionError(
+                "not a valid notebook: 'cells' must be a list of code/markdown/raw cells"
+            )
         for cell in nb.cells:
             if isinstance(cell.get("source"), list):
                 cell["source"] = "".join(str(s) for s in cell["source"])
@@ -192,18 +216,24 @@ def read_submission(data: bytes, lesson: Lesson) -> nbformat.NotebookNode:
     if not ids & ours:
         foreign = sorted({lesson.other_lessons[i] for i in ids if i in lesson.other_lessons})
         if foreign:
-            raise SubmissionError(f"wrong lesson: this is a notebook of lesson {', '.join(foreign)}, not {lesson.name}")
+            raise SubmissionError(
+                f"wrong lesson: this is a notebook of lesson {', '.join(foreign)}, not {lesson.name}"
+            )
         if ids:
-            raise SubmissionError(f"wrong lesson: none of {lesson.name}'s exercise cells ({', '.join(lesson.exercise_ids)}) "
-                                  f"is in this notebook (it has {', '.join(sorted(map(str, ids))[:4])})")
-        raise SubmissionError(f"no exercise cells found: the notebook has no nbgrader cell metadata, so it is not "
-                              f"lesson {lesson.name}'s notebook (or its metadata was stripped)")
+            raise SubmissionError(
+                f"wrong lesson: none of {lesson.name}'s exercise cells ({', '.join(lesson.exercise_ids)}) "
+                f"is in this notebook (it has {', '.join(sorted(map(str, ids))[:4])})"
+            )
+        raise SubmissionError(
+            f"no exercise cells found: the notebook has no nbgrader cell metadata, so it is not "
+            f"lesson {lesson.name}'s notebook (or its metadata was stripped)"
+        )
     return nb
 
 
 @dataclass
 class PlanCell:
-    kind: str     # "student", "begin", "check", "end"
+    kind: str  # "student", "begin", "check", "end"
     source: str
     grade_id: str | None = None
     student_index: int | None = None
@@ -253,11 +283,15 @@ def kernel_plan(nb, lesson: Lesson) -> tuple[list[PlanCell], list[str]]:
             # deleted check cells that come before this one in the lesson run first, here
             for missing in order[: order.index(gid)]:
                 if missing not in placed and missing not in present_checks:
-                    notes.append(f"check cell {missing} was deleted: the trusted check ran before {gid}")
+                    notes.append(
+                        f"check cell {missing} was deleted: the trusted check ran before {gid}"
+                    )
                     place(lesson.cell(missing))
             grade = lesson.cell(gid)
             if cell.get("source", "").strip() != _released_source(grade.source).strip():
-                notes.append(f"check cell {gid} had been edited: the original check ran in its place")
+                notes.append(
+                    f"check cell {gid} had been edited: the original check ran in its place"
+                )
             place(grade)
             continue
         if gid in known_grade:
@@ -266,7 +300,9 @@ def kernel_plan(nb, lesson: Lesson) -> tuple[list[PlanCell], list[str]]:
         plan.append(PlanCell("student", cell.get("source", ""), gid, index))
     for grade in lesson.grade_cells:
         if grade.grade_id not in placed:
-            notes.append(f"check cell {grade.grade_id} was deleted: the trusted check ran at the end")
+            notes.append(
+                f"check cell {grade.grade_id} was deleted: the trusted check ran at the end"
+            )
             place(grade)
     last = max(i for i, c in enumerate(plan) if c.kind == "end")
     return plan[: last + 1], notes  # cells after the last check cannot change any grade

@@ -43,7 +43,13 @@ def can_isolate() -> bool:
 
 def _libc():
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    libc.mount.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_ulong,
+        ctypes.c_char_p,
+    ]
     return libc
 
 
@@ -54,8 +60,12 @@ def _check(result: int, what: str) -> None:
 
 
 def set_limits(memory_bytes: int, file_bytes: int, processes: int | None) -> None:
-    for limit, value in ((resource.RLIMIT_AS, memory_bytes), (resource.RLIMIT_FSIZE, file_bytes),
-                         (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, processes)):
+    for limit, value in (
+        (resource.RLIMIT_AS, memory_bytes),
+        (resource.RLIMIT_FSIZE, file_bytes),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NPROC, processes),
+    ):
         if value is not None:
             resource.setrlimit(limit, (value, value))
 
@@ -75,8 +85,12 @@ def _bind(libc, source: str, target: str, writable: bool = False, recursive: boo
     flags = MS_BIND | (MS_REC if recursive else 0)
     _check(libc.mount(source.encode(), target.encode(), None, flags, None), f"bind {source}")
     if not writable:
-        _check(libc.mount(b"none", target.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID, None),
-               f"read-only {source}")
+        _check(
+            libc.mount(
+                b"none", target.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID, None
+            ),
+            f"read-only {source}",
+        )
 
 
 def _allowed(paths: list[str]) -> list[str]:
@@ -92,16 +106,24 @@ def isolate(allow: list[str], scratch: str, uid: int, network: bool) -> None:
     _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
     root = os.path.join(scratch, ".root")
     os.makedirs(root, exist_ok=True)
-    _check(libc.mount(b"tmpfs", root.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"), "new root")
+    _check(
+        libc.mount(b"tmpfs", root.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"),
+        "new root",
+    )
     for path in SYSTEM_PATHS:
         if os.path.islink(path):  # /bin -> usr/bin on merged-/usr systems
             os.symlink(os.readlink(path), root + path)
     # tmpfs folders first: the allowed paths and the scratch folder may lie below /tmp
     os.makedirs(root + "/dev", exist_ok=True)
-    _check(libc.mount(b"tmpfs", (root + "/dev").encode(), b"tmpfs", MS_NOSUID, b"size=64k,mode=0755"), "/dev")
+    _check(
+        libc.mount(b"tmpfs", (root + "/dev").encode(), b"tmpfs", MS_NOSUID, b"size=64k,mode=0755"),
+        "/dev",
+    )
     for sub, size in (("/dev/shm", b"size=256m,mode=1777"), ("/tmp", b"size=256m,mode=1777")):
         os.makedirs(root + sub, exist_ok=True)
-        _check(libc.mount(b"tmpfs", (root + sub).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, size), sub)
+        _check(
+            libc.mount(b"tmpfs", (root + sub).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, size), sub
+        )
     for device in DEVICES:
         _bind(libc, f"/dev/{device}", f"{root}/dev/{device}", writable=True, recursive=False)
     scratch_real = os.path.realpath(scratch)
@@ -112,8 +134,12 @@ def isolate(allow: list[str], scratch: str, uid: int, network: bool) -> None:
     _bind(libc, scratch_real, root + scratch_real, writable=True, recursive=False)
     os.makedirs(root + "/proc", exist_ok=True)
     _check(libc.mount(b"/proc", (root + "/proc").encode(), None, MS_BIND | MS_REC, None), "/proc")
-    _check(libc.mount(b"none", root.encode(), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None),
-           "read-only root")
+    _check(
+        libc.mount(
+            b"none", root.encode(), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None
+        ),
+        "read-only root",
+    )
     os.chroot(root)
     os.chdir("/")
     _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
@@ -135,10 +161,18 @@ def main(argv: list[str]) -> None:
     if config.get("cgroup"):
         join_cgroup(config["cgroup"])
     if uid is not None:
-        isolate([sys.base_prefix, sys.prefix, *config.get("allow", [])], scratch, uid,
-                config.get("network", False))
+        isolate(
+            [sys.base_prefix, sys.prefix, *config.get("allow", [])],
+            scratch,
+            uid,
+            config.get("network", False),
+        )
     # limits last: the steps above must not count against the kernel's own budget
-    set_limits(config["memory_bytes"], config["file_bytes"], config["processes"] if uid is not None else None)
+    set_limits(
+        config["memory_bytes"],
+        config["file_bytes"],
+        config["processes"] if uid is not None else None,
+    )
     os.chdir(scratch)
     python = sys.executable
     os.execv(python, [python, "-m", "ipykernel_launcher", "-f", copy])
