@@ -26,13 +26,13 @@ Every hook made here:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-Positions = Union[int, Sequence[int], slice, Tensor]
+Positions = int | Sequence[int] | slice | Tensor
 HookFn = Callable[[Tensor, Any], Tensor | None]
 
 # hook points whose dim 1 is not `pos`: [batch, n_heads, query_pos, key_pos]

@@ -58,7 +58,9 @@ def top_tokens(model, probs: Float[Tensor, " d_vocab"], k: int = 5) -> list[tupl
             "index the batch first, e.g. probs[0]"
         )
     values, indices = probs.topk(k)
-    return [(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices, strict=False)]
+    return [
+        (model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices, strict=False)
+    ]
 
 
 def top_predictions(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
@@ -71,7 +73,7 @@ def format_top(top: list[tuple[str, float]], digits: int = 3) -> str:
     return "  ".join(f"{token!r} {p:.{digits}f}" for token, p in top)
 
 
-def answer_rank(scores: Float[Tensor, "... d_vocab"], token_id: int) -> Int[Tensor, "..."]:
+def answer_rank(scores: Float[Tensor, "... d_vocab"], token_id: int) -> Int[Tensor, " ..."]:
     """1-based rank of ``token_id`` in each distribution (1 = the most likely token).
 
     ``scores`` are probabilities, log-probabilities or logits (any increasing function of them gives

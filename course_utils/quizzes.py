@@ -90,7 +90,9 @@ def _keystream(key: str, length: int) -> bytes:
 
 def _seal(text: str, key: str) -> str:
     data = text.encode()
-    return base64.b64encode(bytes(a ^ b for a, b in zip(data, _keystream(key, len(data)), strict=False))).decode()
+    return base64.b64encode(
+        bytes(a ^ b for a, b in zip(data, _keystream(key, len(data)), strict=False))
+    ).decode()
 
 
 def _unseal(token: str, key: str) -> str:

@@ -183,7 +183,7 @@ def logit_lens(model, cache, pos: int = -1) -> Float[Tensor, "layer batch d_voca
     return unembed(model, resid).log_softmax(dim=-1)
 
 
-def answer_rank(log_probs: Float[Tensor, "... d_vocab"], token_id: int) -> Int[Tensor, "..."]:
+def answer_rank(log_probs: Float[Tensor, "... d_vocab"], token_id: int) -> Int[Tensor, " ..."]:
     """Rank of ``token_id`` (0 = most likely) in each distribution."""
     return (log_probs > log_probs[..., token_id : token_id + 1]).sum(dim=-1)
 
@@ -307,7 +307,8 @@ def top_tokens_table(
     for layer in layers:
         values, ids = log_probs[layer].exp().topk(k)
         items = "  ".join(
-            f"{tokenizer.decode([int(i)])!r} {float(v):.2f}" for v, i in zip(values, ids, strict=False)
+            f"{tokenizer.decode([int(i)])!r} {float(v):.2f}"
+            for v, i in zip(values, ids, strict=False)
         )
         lines.append(f"after {layer:2d} blocks: {items}")
     return lines

@@ -301,7 +301,8 @@ def _readout(
 def _result(model, prompt, subject, answer, foil, tokens, span, grids, clean, corrupted, settings):
     """A TraceResult from ``grids`` [3, layer, pos] and the clean/corrupted readouts [3] (sample means)."""
     clean, corrupted = (
-        {m: float(v) for m, v in zip(METRICS, values, strict=False)} for values in (clean, corrupted)
+        {m: float(v) for m, v in zip(METRICS, values, strict=False)}
+        for values in (clean, corrupted)
     )
     return TraceResult(
         prompt,
@@ -566,7 +567,8 @@ def _full_run(w: _Weights, embeds) -> _Run:
         x, k, v, attn_out, mlp_out = _block(w, layer, x, cos, sin)
         for store, value in zip(
             (run.resid, run.keys, run.values, run.attn_out, run.mlp_out),
-            (x, k, v, attn_out, mlp_out), strict=False,
+            (x, k, v, attn_out, mlp_out),
+            strict=False,
         ):
             store.append(value)
     return run
@@ -621,7 +623,7 @@ def _trace_position(
     x = None
     for block in range(n_layers + 1):
         newborn: dict[int, list[int]] = {}
-        for i, (birth, entry, patched) in enumerate(schedule):
+        for i, (birth, _entry, patched) in enumerate(schedule):
             if birth == block:
                 # cells born in the same block with the same window start enter with the same state
                 newborn.setdefault(patched.start if kind != "hidden" else i, []).append(i)

@@ -45,7 +45,7 @@ def test_failing_check_prints_hint_and_raises_assertion(capsys):
 
 def test_warnings_in_learner_code_do_not_fail_a_check():
     def noisy():
-        warnings.warn("deprecated thing", DeprecationWarning)
+        warnings.warn("deprecated thing", DeprecationWarning, stacklevel=2)
         return 3
 
     def body():
@@ -126,7 +126,9 @@ def test_next_token_probs_check_accepts_right_answer(model):
 
 def right_top_k(model, prompt, k):
     values, indices = right_probs(model, prompt).topk(k)
-    return [(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices, strict=False)]
+    return [
+        (model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices, strict=False)
+    ]
 
 
 @pytest.mark.parametrize(

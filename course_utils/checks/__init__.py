@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-RESULTS: list["CheckResult"] = []  # every check run in this process, in order (read by the grader)
+RESULTS: list[CheckResult] = []  # every check run in this process, in order (read by the grader)
 
 
 @dataclass

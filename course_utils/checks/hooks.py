@@ -168,7 +168,7 @@ def check_multiplier_and_adder(fn, hidden: bool = False):
 
     def body():
         made = []
-        for fixed_value, a, b in cases:
+        for fixed_value, _a, _b in cases:
             g = call(fn, fixed_value, name="multiplier_and_adder")
             _expect_callable(g, f"multiplier_and_adder({fixed_value})")
             made.append((g, fixed_value))

@@ -96,7 +96,9 @@ class Encoder:
             return value[:MAX_STR]
         if kind in (list, tuple):
             items = list.__iter__(value) if kind is list else tuple.__iter__(value)
-            items = [self._encode(v, depth + 1) for _, v in zip(range(MAX_ITEMS), items, strict=False)]
+            items = [
+                self._encode(v, depth + 1) for _, v in zip(range(MAX_ITEMS), items, strict=False)
+            ]
             return {"__list__": items} if kind is list else {"__tuple__": items}
         if kind is dict:
             pairs = [

@@ -130,7 +130,7 @@ def same_input(ours, theirs, atol: float = 1e-4, rtol: float = 1e-3) -> bool:
 class Replay:
     """Stands for a learner function: returns the kernel's recorded outputs, in order."""
 
-    def __init__(self, state: "_ReplayState", handle: int, name: str):
+    def __init__(self, state: _ReplayState, handle: int, name: str):
         self._state, self._handle = state, handle
         self.__name__ = self.__qualname__ = name
 

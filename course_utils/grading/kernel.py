@@ -193,7 +193,7 @@ class MemoryCgroup:
         return None
 
     @classmethod
-    def create(cls, name: str, memory_bytes: int) -> "MemoryCgroup | None":
+    def create(cls, name: str, memory_bytes: int) -> MemoryCgroup | None:
         """A new cgroup capped at ``memory_bytes`` (swap included where the kernel counts it), or None."""
         if os.geteuid() != 0 or not sys.platform.startswith("linux"):
             return None
