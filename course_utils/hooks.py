@@ -1,10 +1,12 @@
 """Hook factories and hook hygiene (lesson 02).
 
-A hook is a function ``hook_fn(activation, hook) -> new activation or None`` attached to a named hook
+A hook is a function ``hook_fn(activation, hook) -> new activation or None`` attached to a named
+hook
 point of a ``TransformerBridge`` (``"hook_embed"``, ``"blocks.5.hook_resid_pre"``...). Returning a
 tensor replaces the activation for the rest of the forward pass; returning ``None`` keeps it.
 
-The factories below build hooks from a few settings (which positions, which replacement) and return a
+The factories below build hooks from a few settings (which positions, which replacement) and return
+a
 closure, so one line attaches an intervention::
 
     model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", make_zero_ablation([2, 3, 4]))])
@@ -13,8 +15,10 @@ Every hook made here:
 
 * indexes the ``pos`` dimension, which is dim 1 of ``[batch, pos, ...]`` activations (the residual
   stream, ``hook_attn_out``, ``hook_mlp_out``, ``attn.hook_z``...); attention patterns and scores
-  (``[batch, n_heads, pos, pos]``) are refused with a message instead of being edited on the wrong axis;
-* returns a new tensor and never edits its input in place. Neighbouring hook points can share storage
+  (``[batch, n_heads, pos, pos]``) are refused with a message instead of being edited on the wrong
+  axis;
+* returns a new tensor and never edits its input in place. Neighbouring hook points can share
+  storage
   (``blocks.4.hook_resid_post`` *is* ``blocks.5.hook_resid_pre``), so an in-place edit would also
   rewrite activations you cached earlier;
 * checks its positions against the activation and says what was expected when they do not fit.
@@ -124,7 +128,8 @@ def make_zero_ablation(positions: Positions) -> HookFn:
 def make_mean_ablation(mean: Tensor, positions: Positions) -> HookFn:
     """A hook replacing ``activation[:, positions]`` with ``mean``, the same for every batch item.
 
-    mean: Float[Tensor, " d_model"] (one vector for every position) or Float[Tensor, "n_positions d_model"]
+    mean: Float[Tensor, " d_model"] (one vector for every position) or Float[Tensor, "n_positions
+    d_model"]
         (one per selected position); anything that broadcasts to ``activation[:, positions]``.
     activation: Float[Tensor, "batch pos ..."] -> the same shape, a new tensor.
     """
@@ -143,8 +148,10 @@ def make_mean_ablation(mean: Tensor, positions: Positions) -> HookFn:
             torch.broadcast_shapes(mean.shape, target_shape)
         except RuntimeError:
             raise ValueError(
-                f"{_hook_name(hook)}: mean has shape {tuple(mean.shape)} but activation[:, positions] "
-                f"has shape {tuple(target_shape)} [batch, n_positions, ...]; pass a [d_model] vector "
+                f"{_hook_name(hook)}: mean has shape {tuple(mean.shape)} but activation[:, "
+                "positions] "
+                f"has shape {tuple(target_shape)} [batch, n_positions, ...]; pass a [d_model] "
+                "vector "
                 "or one row per selected position"
             ) from None
         ablated[:, index] = mean.to(device=ablated.device, dtype=ablated.dtype)
@@ -180,7 +187,8 @@ def make_patch_from(cache: Any, name: str, positions: Positions) -> HookFn:
         _check_activation(activation, index, hook)
         if source.ndim != activation.ndim or source.shape[1:] != activation.shape[1:]:
             raise ValueError(
-                f"{_hook_name(hook)}: cached {name!r} has shape {tuple(source.shape)}, the activation "
+                f"{_hook_name(hook)}: cached {name!r} has shape {tuple(source.shape)}, the "
+                "activation "
                 f"{tuple(activation.shape)}. Patch between prompts with the same number of tokens, "
                 "at the hook point you cached."
             )
@@ -203,7 +211,8 @@ def make_noise_hook(
     seed: int | None = 0,
     generator: torch.Generator | None = None,
 ) -> HookFn:
-    """A hook adding Gaussian noise with standard deviation ``scale`` to ``activation[:, positions]``.
+    """A hook adding Gaussian noise with standard deviation ``scale`` to ``activation[:,
+    positions]``.
 
     With ``seed`` (the default, 0) every forward pass gets the same noise, so a run repeats exactly;
     with a CPU ``generator`` each forward pass draws fresh noise from it (reproducible when you seed
@@ -234,7 +243,8 @@ def make_noise_hook(
     return noise_hook
 
 
-# ---- hook points and hygiene -----------------------------------------------------------------------
+# ---- hook points and hygiene
+# -----------------------------------------------------------------------
 
 
 def hook_names(model, match: str | Callable[[str], bool] | None = None) -> list[str]:
@@ -279,6 +289,7 @@ def answer_probs_with_hooks(
     answer_id: int,
     fwd_hooks: Sequence[tuple[Any, HookFn]] = (),
 ) -> Float[Tensor, " batch"]:
-    """p(answer) at the last position of each prompt, with ``fwd_hooks`` attached for this one run."""
+    """p(answer) at the last position of each prompt, with ``fwd_hooks`` attached for this one
+    run."""
     logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))
     return logits[:, -1].float().softmax(dim=-1)[:, answer_id]

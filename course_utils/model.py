@@ -176,7 +176,8 @@ def _load_embedded_hf(device: str):
 
 
 def load_hf_model(device: str | None = None):
-    """``(LlamaForCausalLM, tokenizer)``: the embedded model as plain Hugging Face objects (lesson 07).
+    """``(LlamaForCausalLM, tokenizer)``: the embedded model as plain Hugging Face objects (lesson
+    07).
 
     The same float weights ``load_model`` wraps, but no TransformerBridge touches them, so their
     module paths (``model.layers[L]``, ``model.norm``, ``lm_head``) are the stock ones that nnsight

@@ -1,10 +1,12 @@
 """Next-token predictions (lesson 00): answer token ids, probabilities and top-k lists.
 
 Every lesson measures "how much does the model believe the answer": p(answer | prompt) at the last
-position. These helpers enforce the course's prompt convention (the model's BOS, ``<|endoftext|>`` for
+position. These helpers enforce the course's prompt convention (the model's BOS, ``<|endoftext|>``
+for
 the embedded model, is prepended by ``model.to_tokens``) and that an answer is exactly one token.
 
-Ranks are 1-based throughout the course: rank 1 is the model's top prediction (``answer_rank``), as in
+Ranks are 1-based throughout the course: rank 1 is the model's top prediction (``answer_rank``), as
+in
 ``course_utils/data/facts.json``, where a fact is *known* when its answer has rank 1.
 """
 
@@ -19,7 +21,8 @@ from torch import Tensor
 
 
 def answer_token_id(model, answer: str) -> int:
-    """Token id of ``answer``, which must be a single token (mind the leading space: ``" Paris"``)."""
+    """Token id of ``answer``, which must be a single token (mind the leading space: ``"
+    Paris"``)."""
     if not isinstance(answer, str) or not answer:
         raise ValueError(f"answer must be a non-empty string, got {answer!r}")
     ids = model.tokenizer.encode(answer, add_special_tokens=False)
@@ -49,7 +52,8 @@ def answer_prob(model, prompt: str, answer: str) -> float:
 
 
 def top_tokens(model, probs: Float[Tensor, " d_vocab"], k: int = 5) -> list[tuple[str, float]]:
-    """The ``k`` most likely tokens of one distribution as ``(token string, probability)``, most likely first."""
+    """The ``k`` most likely tokens of one distribution as ``(token string, probability)``, most
+    likely first."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if probs.ndim != 1:
@@ -69,7 +73,8 @@ def top_predictions(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
 
 
 def format_top(top: list[tuple[str, float]], digits: int = 3) -> str:
-    """One printable line from ``top_tokens`` / ``top_predictions``: ``' Paris' 0.753  ' T' 0.032 ...``."""
+    """One printable line from ``top_tokens`` / ``top_predictions``: ``' Paris' 0.753  ' T' 0.032
+    ...``."""
     return "  ".join(f"{token!r} {p:.{digits}f}" for token, p in top)
 
 
@@ -77,6 +82,7 @@ def answer_rank(scores: Float[Tensor, "... d_vocab"], token_id: int) -> Int[Tens
     """1-based rank of ``token_id`` in each distribution (1 = the most likely token).
 
     ``scores`` are probabilities, log-probabilities or logits (any increasing function of them gives
-    the same rank); ties count in the token's favour: rank = 1 + the number of strictly larger scores.
+    the same rank); ties count in the token's favour: rank = 1 + the number of strictly larger
+    scores.
     """
     return (scores > scores[..., token_id : token_id + 1]).sum(dim=-1) + 1

@@ -59,21 +59,25 @@ JUDGED_KINDS = ("choice", "numeric", "code")
 
 
 class QuizInputError(ValueError):
-    """A response the quiz cannot judge (unknown question, wrong type); the message says what to pass."""
+    """A response the quiz cannot judge (unknown question, wrong type); the message says what to
+    pass."""
 
 
 class QuizFailed(CheckFailed):
-    """A graded quiz answer that is wrong or missing. IPython shows one line instead of a traceback."""
+    """A graded quiz answer that is wrong or missing. IPython shows one line instead of a
+    traceback."""
 
     def _render_traceback_(
         self,
     ) -> list[str]:  # IPython calls this instead of printing the traceback
         return [
-            f"{self.result.exercise}: not passed yet (see the line above); change your answer and re-run."
+            f"{self.result.exercise}: not passed yet (see the line above); change your answer and "
+            "re-run."
         ]
 
 
-# ---- hashing and sealing --------------------------------------------------------------------------
+# ---- hashing and sealing
+# --------------------------------------------------------------------------
 
 
 def _digest(salt: str, purpose: str, response: str) -> str:
@@ -100,7 +104,8 @@ def _unseal(token: str, key: str) -> str:
     return bytes(a ^ b for a, b in zip(data, _keystream(key, len(data)), strict=False)).decode()
 
 
-# ---- responses --------------------------------------------------------------------------------------
+# ---- responses
+# --------------------------------------------------------------------------------------
 
 
 def _kind_help(question: dict) -> str:
@@ -112,7 +117,8 @@ def _kind_help(question: dict) -> str:
 
 
 def candidate_forms(question: dict, response: Any) -> list[str]:
-    """The normalised forms of ``response`` to look up in the bank; ``QuizInputError`` if unusable."""
+    """The normalised forms of ``response`` to look up in the bank; ``QuizInputError`` if
+    unusable."""
     kind = question["kind"]
     if response is None:
         raise QuizInputError(f"no answer yet: give {_kind_help(question)}")
@@ -150,7 +156,8 @@ def candidate_forms(question: dict, response: Any) -> list[str]:
     return ["".join(response.split())]
 
 
-# ---- building a bank from the author's spec ---------------------------------------------------------
+# ---- building a bank from the author's spec
+# ---------------------------------------------------------
 
 
 def _accepted(question: dict) -> list[tuple[str, bool, str]]:
@@ -161,7 +168,8 @@ def _accepted(question: dict) -> list[tuple[str, bool, str]]:
             question["options"]
         ):
             raise ValueError(
-                f"{question['id']}: the answer must be an option and every option needs an explanation"
+                f"{question['id']}: the answer must be an option and every option needs an "
+                "explanation"
             )
         return [
             (key, key == question["answer"], question["explanations"][key])
@@ -179,7 +187,8 @@ def _accepted(question: dict) -> list[tuple[str, bool, str]]:
 
 
 def build_bank(spec: dict) -> dict:
-    """The bank (hashed keys, sealed feedback) for an author's spec; deterministic for a given spec."""
+    """The bank (hashed keys, sealed feedback) for an author's spec; deterministic for a given
+    spec."""
     questions = []
     for question in spec["questions"]:
         if question.get("kind") not in KINDS:
@@ -222,7 +231,8 @@ def build_bank(spec: dict) -> dict:
     return {"lesson": spec["lesson"], "title": spec["title"], "questions": questions}
 
 
-# ---- feedback ---------------------------------------------------------------------------------------
+# ---- feedback
+# ---------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -281,7 +291,8 @@ class Quiz:
         return result
 
     def record_prediction(self, qid: str, response: Any) -> float:
-        """Store a prediction (a finite number) in ``self.predictions``; ``QuizInputError`` if unusable."""
+        """Store a prediction (a finite number) in ``self.predictions``; ``QuizInputError`` if
+        unusable."""
         question = self._question(qid)
         if question["kind"] != "prediction":
             raise QuizInputError(f"{qid} is a {question['kind']} question, not a prediction")
@@ -291,12 +302,14 @@ class Quiz:
 
     def _prediction_line(self, qid: str) -> str:
         return (
-            f"📝 {self.exercise_id(qid)}: prediction recorded ({self.predictions[qid]:.4g}), not graded; "
+            f"📝 {self.exercise_id(qid)}: prediction recorded ({self.predictions[qid]:.4g}), not "
+            "graded; "
             "the cells below measure it"
         )
 
     def compare(self, qid: str, measured: float, digits: int = 3) -> str:
-        """One line: the learner's recorded prediction for ``qid`` next to the ``measured`` value."""
+        """One line: the learner's recorded prediction for ``qid`` next to the ``measured``
+        value."""
         self._question(qid)
         guess = self.predictions.get(qid)
         said = (
@@ -305,9 +318,11 @@ class Quiz:
         return f"{self.exercise_id(qid)}: {said}; measured {float(measured):.{digits}f}"
 
     def answer(self, qid: str, response: Any) -> bool:
-        """Judge, print one feedback line and record it; returns whether the answer is right. Never raises.
+        """Judge, print one feedback line and record it; returns whether the answer is right. Never
+        raises.
 
-        For a prediction: record it and print a note; returns True once a usable number is recorded."""
+        For a prediction: record it and print a note; returns True once a usable number is
+        recorded."""
         try:
             if self._question(qid)["kind"] == "prediction":
                 self.record_prediction(qid, response)
@@ -322,7 +337,8 @@ class Quiz:
         return result.passed
 
     def check(self, qid: str, response: Any) -> None:
-        """For graded cells: like ``answer``, but a wrong, missing or unusable answer raises ``QuizFailed``."""
+        """For graded cells: like ``answer``, but a wrong, missing or unusable answer raises
+        ``QuizFailed``."""
         __tracebackhide__ = True
         if isinstance(qid, str) and self.questions.get(qid, {}).get("kind") == "prediction":
             raise QuizInputError(
@@ -353,14 +369,16 @@ class Quiz:
             )
         else:
             lines.append(
-                f'Answer with {_kind_help(question)}: answer("{qid}", ...) or in the answer cell below.'
+                f'Answer with {_kind_help(question)}: answer("{qid}", ...) or in the answer cell '
+                "below."
             )
         return "\n".join(lines)
 
     def widget(self, qid: str):
         """An ipywidgets box: the question, an input, a Check button and a feedback area.
 
-        The box has attributes ``.input`` (RadioButtons / FloatText / Text), ``.button`` and ``.feedback``
+        The box has attributes ``.input`` (RadioButtons / FloatText / Text), ``.button`` and
+        ``.feedback``
         (an HTML widget), so tests and notebooks can drive it without a browser.
         """
         import ipywidgets as widgets
@@ -406,7 +424,8 @@ class Quiz:
         return box
 
     def show(self, qid: str) -> None:
-        """Display the question's widget in Jupyter; elsewhere (or without ipywidgets) print its text."""
+        """Display the question's widget in Jupyter; elsewhere (or without ipywidgets) print its
+        text."""
         try:
             self._question(qid)
         except QuizInputError as error:
@@ -447,7 +466,8 @@ def _widgets_usable() -> bool:
 
 
 def load_quiz(lesson: str, path: str | Path | None = None) -> Quiz:
-    """The quiz of ``lesson`` (``"03_corruption_quizzes"``) from its bank in ``course_utils/data/quizzes``."""
+    """The quiz of ``lesson`` (``"03_corruption_quizzes"``) from its bank in
+    ``course_utils/data/quizzes``."""
     target = Path(path) if path else BANK_DIR / f"{lesson}.json"
     if not target.is_file():
         known = ", ".join(p.stem for p in sorted(BANK_DIR.glob("*.json")))
@@ -471,7 +491,8 @@ def main(argv: list[str]) -> int:
                 print(f"wrote {bank_path}")
             elif not bank_path.exists() or bank_path.read_text() != text:
                 print(
-                    f"out of date: {bank_path} (run: python -m course_utils.quizzes build {spec_path})"
+                    f"out of date: {bank_path} (run: python -m course_utils.quizzes build "
+                    f"{spec_path})"
                 )
                 status = 1
         return status

@@ -8,14 +8,18 @@ A decoder-only transformer keeps one vector per position, the *residual stream*,
     resid_post = resid_mid + mlp(ln2(resid_mid))             blocks.L.hook_resid_post
     logits     = ln_final(resid_post[-1]) @ W_U + b_U
 
-Lesson 01 checks each line on SmolLM2-135M-Instruct (a TransformerLens 4.x ``TransformerBridge``) and
+Lesson 01 checks each line on SmolLM2-135M-Instruct (a TransformerLens 4.x ``TransformerBridge``)
+and
 builds the helpers below, which later lessons import:
 
-* ``embed``, ``attention_z``, ``head_outputs``, ``block_forward``, ``forward_from_parts``: the forward
+* ``embed``, ``attention_z``, ``head_outputs``, ``block_forward``, ``forward_from_parts``: the
+  forward
   pass rebuilt from the model's parts;
-* ``decompose_resid``: the final residual as a sum of ``embed`` + every ``attn_out`` + every ``mlp_out``;
+* ``decompose_resid``: the final residual as a sum of ``embed`` + every ``attn_out`` + every
+  ``mlp_out``;
 * ``direct_logit_attribution`` and ``logit_lens``, with ``plot_direct_logit_attribution``,
-  ``plot_logit_lens`` and ``logit_lens_explorer`` (an ipywidgets layer slider with a static fallback).
+  ``plot_logit_lens`` and ``logit_lens_explorer`` (an ipywidgets layer slider with a static
+  fallback).
 
 Shapes use the course's dimension names: ``batch pos d_model d_vocab n_heads d_head layer``;
 ``component`` indexes the terms of the decomposition.
@@ -50,7 +54,8 @@ def embed(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d
 def expand_kv_heads(
     kv: Float[Tensor, "batch pos n_kv_heads d_head"], n_heads: int
 ) -> Float[Tensor, "batch pos n_heads d_head"]:
-    """Grouped-query attention: query head ``h`` reads key/value head ``h // (n_heads // n_kv_heads)``.
+    """Grouped-query attention: query head ``h`` reads key/value head ``h // (n_heads //
+    n_kv_heads)``.
 
     With 9 query heads and 3 key/value heads, heads 0-2 share KV head 0, heads 3-5 KV head 1, heads
     6-8 KV head 2: each KV head is repeated *in place* (``repeat_interleave``), not tiled.
@@ -66,7 +71,8 @@ def attention_z(
 ) -> Float[Tensor, "batch pos n_heads d_head"]:
     """z = the attention-weighted sum of values, per query head (what ``attn.hook_z`` holds).
 
-    ``pattern[b, h, q, k]`` is how much query position ``q`` of head ``h`` attends to key position ``k``.
+    ``pattern[b, h, q, k]`` is how much query position ``q`` of head ``h`` attends to key position
+    ``k``.
     """
     v_per_head = expand_kv_heads(v, pattern.shape[1])
     return torch.einsum("bhqk,bkhd->bqhd", pattern, v_per_head)
@@ -81,7 +87,8 @@ def head_outputs(
 
 
 def position_embeddings(model, tokens: Int[Tensor, "batch pos"]) -> tuple[Tensor, Tensor]:
-    """The rotary (cos, sin) tables for positions 0..pos-1, as every attention layer receives them."""
+    """The rotary (cos, sin) tables for positions 0..pos-1, as every attention layer receives
+    them."""
     positions = torch.arange(tokens.shape[1], device=tokens.device)[None]
     dummy = model.W_E[:1].expand(tokens.shape[0], tokens.shape[1], -1)  # supplies dtype and device
     return model.rotary_emb(dummy, positions)
@@ -125,7 +132,8 @@ def forward_from_parts(
 
 
 def component_labels(n_layers: int) -> list[str]:
-    """``["embed", "attn_0", "mlp_0", "attn_1", ..., "mlp_{n_layers-1}"]``: the order they are added."""
+    """``["embed", "attn_0", "mlp_0", "attn_1", ..., "mlp_{n_layers-1}"]``: the order they are
+    added."""
     labels = ["embed"]
     for layer in range(n_layers):
         labels += [f"attn_{layer}", f"mlp_{layer}"]
@@ -155,8 +163,10 @@ def direct_logit_attribution(
     """Each component's direct contribution to the logit of ``token_id``.
 
     The final RMSNorm divides the whole stream by one number per position (``ln_final.hook_scale``);
-    freezing that number makes the map from stream to logits linear, so the logit splits into one term
-    per component: ``(component / scale) * ln_final.w @ W_U[:, token]``. The terms plus ``b_U[token]``
+    freezing that number makes the map from stream to logits linear, so the logit splits into one
+    term
+    per component: ``(component / scale) * ln_final.w @ W_U[:, token]``. The terms plus
+    ``b_U[token]``
     sum to the model's logit. "Direct" means the path straight to the unembedding: what a component
     does through later layers is not counted.
     """
@@ -209,7 +219,8 @@ def _floats(values) -> list[float]:
 def plot_direct_logit_attribution(
     dla: Float[Tensor, " component"], labels: Sequence[str], title: str = ""
 ):
-    """Bar chart of per-component direct logit attribution, coloured by kind (embed / attn / mlp)."""
+    """Bar chart of per-component direct logit attribution, coloured by kind (embed / attn /
+    mlp)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
@@ -221,7 +232,8 @@ def plot_direct_logit_attribution(
         range(len(values)), values, color=[_COLOURS.get(_kind(lab), "tab:green") for lab in labels]
     )
     ax.axhline(0, color="black", linewidth=0.6)
-    # one tick per five layers, at the layer's attention bar ("L0", "L5", ...); embed is the grey bar
+    # one tick per five layers, at the layer's attention bar ("L0", "L5", ...); embed is the grey
+    # bar
     ticks = [i for i, lab in enumerate(labels) if lab.startswith("attn_") and int(lab[5:]) % 5 == 0]
     ax.set_xticks(ticks, [f"L{labels[i][5:]}" for i in ticks])
     ax.set_xlabel("component: embed, then attn_L and mlp_L for each layer L")
@@ -277,7 +289,8 @@ def plot_stream_norms(
     normed_norms: Float[Tensor, " layer"] | None = None,
     title: str = "",
 ):
-    """Norm of the residual stream after each number of blocks (and, optionally, of its normalised copy)."""
+    """Norm of the residual stream after each number of blocks (and, optionally, of its normalised
+    copy)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -319,8 +332,10 @@ def logit_lens_explorer(
 ):
     """A layer slider showing the top-k tokens of the logit lens after the chosen number of blocks.
 
-    Returns an ipywidgets ``VBox`` (slider + table) when ipywidgets is installed and ``static`` is not
-    True; otherwise (no ipywidgets, or ``static=True`` for a render without a kernel, such as GitHub)
+    Returns an ipywidgets ``VBox`` (slider + table) when ipywidgets is installed and ``static`` is
+    not
+    True; otherwise (no ipywidgets, or ``static=True`` for a render without a kernel, such as
+    GitHub)
     a matplotlib figure with the top tokens after every block, so nothing is lost.
     The table is an HTML widget updated in place, so the slider works without a display round-trip.
     """

@@ -7,24 +7,35 @@ back. A state that restores much of it carries the fact at that (layer, token).
 
 Two engines give the same numbers (tested to 1e-5):
 
-* ``trace_reference`` follows ROME's loop literally: for every (layer, token) cell, one forward pass of
-  the TransformerBridge over a batch of noise samples, with a noise hook on ``hook_embed`` and a restore
+* ``trace_reference`` follows ROME's loop literally: for every (layer, token) cell, one forward pass
+  of
+  the TransformerBridge over a batch of noise samples, with a noise hook on ``hook_embed`` and a
+  restore
   hook at the traced layer(s). Easy to read, slow: ``n_layers × n_tokens`` full forward passes.
-* ``trace`` (the fast engine) runs the model's own weights directly and skips work that cannot change:
-  a restore at layer l leaves layers before l untouched, and with causal attention it leaves positions
+* ``trace`` (the fast engine) runs the model's own weights directly and skips work that cannot
+  change:
+  a restore at layer l leaves layers before l untouched, and with causal attention it leaves
+  positions
   before the restored token untouched. So for a restored token t it computes only positions t..end,
-  reads the keys and values of earlier positions from the cached corrupted run, starts each cell at the
-  first layer it changes, batches all layers of one token into one growing batch, and unembeds only the
+  reads the keys and values of earlier positions from the cached corrupted run, starts each cell at
+  the
+  first layer it changes, batches all layers of one token into one growing batch, and unembeds only
+  the
   last position. Restores before the first subject token change nothing, so they are not run.
-  Smaller savings, each measured (benchmarks/tracing.py): the final block runs its queries and MLP at
+  Smaller savings, each measured (benchmarks/tracing.py): the final block runs its queries and MLP
+  at
   the last position only; the first block of an MLP/attention window changes only the restored
-  position, so it is worked out for that position alone; cells whose runs are still identical (windows
-  clipped at layer 0) share rows; a hidden restore at the first subject token makes that position clean
+  position, so it is worked out for that position alone; cells whose runs are still identical
+  (windows
+  clipped at layer 0) share rows; a hidden restore at the first subject token makes that position
+  clean
   for good, so it joins the cached prefix. What is left is matrix products running near this CPU's
   measured peak, which no reordering removes: the remaining work is the trace itself.
 
-Why not the bridge's ``start_at_layer``? Profiling showed it saves nothing: TransformerBridge feeds the
-given residual to the Hugging Face model as ``inputs_embeds``, the HF forward runs every block from 0,
+Why not the bridge's ``start_at_layer``? Profiling showed it saves nothing: TransformerBridge feeds
+the
+given residual to the Hugging Face model as ``inputs_embeds``, the HF forward runs every block from
+0,
 and block L swaps the residual back in (``BlockBridge._maybe_inject_start_residual``), so blocks
 0..L-1 still run. The fast engine therefore uses the weights of ``model.original_model`` directly.
 
@@ -37,7 +48,8 @@ Metrics: every trace records, per cell and averaged over the noise samples, p(an
 and, with a ``foil``, the logit difference logit(answer) − logit(foil) (``TraceResult.effect``).
 
 Kinds (ROME's names): ``"hidden"`` restores the residual stream after block l (``hook_resid_post``);
-``"mlp"`` and ``"attn"`` restore the MLP / attention outputs of a window of ``window`` layers centred
+``"mlp"`` and ``"attn"`` restore the MLP / attention outputs of a window of ``window`` layers
+centred
 on l (ROME: 10), at one token.
 """
 
@@ -69,14 +81,16 @@ DEFAULT_SEED = 0
 
 
 def subject_token_span(model, prompt: str, subject: str) -> tuple[int, int]:
-    """``(start, stop)``: the positions of ``subject``'s tokens in ``model.to_tokens(prompt)`` (BOS at 0),
+    """``(start, stop)``: the positions of ``subject``'s tokens in ``model.to_tokens(prompt)`` (BOS
+    at 0),
     from ``course_utils.facts.subject_token_span`` (lesson 03), as a contiguous range."""
     positions = facts_subject_token_span(model, prompt, subject)
     return positions[0], positions[-1] + 1
 
 
 def subject_embedding_std(model, subjects: list[str]) -> float:
-    """Std of all embedding entries of the subjects' tokens (ROME computes it over its whole dataset).
+    """Std of all embedding entries of the subjects' tokens (ROME computes it over its whole
+    dataset).
 
     Each subject is tokenized as it appears after a space, as in a prompt (" Eiffel Tower")."""
     ids = []
@@ -87,9 +101,12 @@ def subject_embedding_std(model, subjects: list[str]) -> float:
 
 
 def rome_noise_scale(model, subjects: list[str] | None = None) -> float:
-    """ROME's noise level: ``NOISE_MULTIPLIER`` (3) × the std of subject-token embeddings over a dataset
-    of subjects; by default the subjects of the course's known facts (``course_utils/data/facts.json``).
-    This is ``trace()``'s default. (3 × the std of one subject's own tokens differs: 0.354 for the Eiffel
+    """ROME's noise level: ``NOISE_MULTIPLIER`` (3) × the std of subject-token embeddings over a
+    dataset
+    of subjects; by default the subjects of the course's known facts
+    (``course_utils/data/facts.json``).
+    This is ``trace()``'s default. (3 × the std of one subject's own tokens differs: 0.354 for the
+    Eiffel
     Tower against 0.342 over the shipped facts.)"""
     if subjects is None:
         subjects = [fact["subject"] for fact in load_facts()]
@@ -145,7 +162,8 @@ def window_layers(layer: int, n_layers: int, kind: str, window: int = DEFAULT_WI
 
 @dataclass
 class TraceSettings:
-    """How a trace was run. ``noise_scale`` and ``seed`` are None when an explicit noise tensor was given."""
+    """How a trace was run. ``noise_scale`` and ``seed`` are None when an explicit noise tensor was
+    given."""
 
     kind: str
     samples: int
@@ -156,7 +174,8 @@ class TraceSettings:
 
 @dataclass
 class TraceResult:
-    """A causal trace. ``scores[layer, pos]`` is p(answer) with that cell restored, averaged over the
+    """A causal trace. ``scores[layer, pos]`` is p(answer) with that cell restored, averaged over
+    the
     noise samples (NaN for cells that were not traced). ``log_scores`` is the mean over samples of
     log p(answer); ``logit_diffs`` the mean of logit(answer) − logit(foil) when a foil was given.
     ``clean``/``corrupted`` hold the three metrics of the clean run and of the corrupted run."""
@@ -182,8 +201,10 @@ class TraceResult:
         return self.scores - self.corrupted_prob
 
     def effect(self, metric: str = "prob") -> Float[Tensor, "layer pos"]:
-        """Restored minus corrupted, in ``metric``: ``"prob"`` (ROME's indirect effect), ``"log_prob"``
-        (mean log p(answer)) or ``"logit_diff"`` (mean logit(answer) − logit(foil); needs a foil)."""
+        """Restored minus corrupted, in ``metric``: ``"prob"`` (ROME's indirect effect),
+        ``"log_prob"``
+        (mean log p(answer)) or ``"logit_diff"`` (mean logit(answer) − logit(foil); needs a
+        foil)."""
         return self.metric_scores(metric) - self.corrupted[metric]
 
     def metric_scores(self, metric: str = "prob") -> Float[Tensor, "layer pos"]:
@@ -192,7 +213,8 @@ class TraceResult:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         if metric == "logit_diff" and self.logit_diffs is None:
             raise ValueError(
-                "this trace has no logit difference: pass foil=' Rome' (a competing answer) to trace"
+                "this trace has no logit difference: pass foil=' Rome' (a competing answer) to "
+                "trace"
             )
         return {"prob": self.scores, "log_prob": self.log_scores, "logit_diff": self.logit_diffs}[
             metric
@@ -207,7 +229,8 @@ class TraceResult:
 def plot_trace(result: TraceResult, ax=None, title: str | None = None):
     """ROME-style heatmap: tokens down, layers across, colour = p(answer) with that cell restored.
 
-    The colour scale starts at the corrupted baseline (white = restoring does nothing); subject tokens
+    The colour scale starts at the corrupted baseline (white = restoring does nothing); subject
+    tokens
     are starred. Returns the matplotlib figure."""
     import matplotlib.pyplot as plt
 
@@ -251,7 +274,8 @@ def plot_trace(result: TraceResult, ax=None, title: str | None = None):
 def _prepare(
     model, prompt, subject, answer, kind, samples, noise_scale, seed, window, noise=None, foil=None
 ):
-    """Validated inputs of a trace: tokens [1, pos], answer/foil ids, span, noise [sample, n_subject, d_model]."""
+    """Validated inputs of a trace: tokens [1, pos], answer/foil ids, span, noise [sample,
+    n_subject, d_model]."""
     _check_kind(kind)
     answer_id = answer_token_id(model, answer)  # raises a clear error when not a single token
     foil_id = None if foil is None else answer_token_id(model, foil)
@@ -299,7 +323,8 @@ def _readout(
 
 
 def _result(model, prompt, subject, answer, foil, tokens, span, grids, clean, corrupted, settings):
-    """A TraceResult from ``grids`` [3, layer, pos] and the clean/corrupted readouts [3] (sample means)."""
+    """A TraceResult from ``grids`` [3, layer, pos] and the clean/corrupted readouts [3] (sample
+    means)."""
     clean, corrupted = (
         {m: float(v) for m, v in zip(METRICS, values, strict=False)}
         for values in (clean, corrupted)
@@ -363,7 +388,8 @@ def trace_reference(
     positions=None,
     progress: bool = False,
 ) -> TraceResult:
-    """Causal trace the way ROME's code does it: one forward pass (batched over noise samples) per cell.
+    """Causal trace the way ROME's code does it: one forward pass (batched over noise samples) per
+    cell.
     Arguments as for ``trace``."""
     tokens, answer_id, foil_id, span, noise, settings = _prepare(
         model, prompt, subject, answer, kind, samples, noise_scale, seed, window, noise, foil
@@ -468,7 +494,8 @@ def _rotate_half(x):
 
 
 def _mlp(p: dict, w: _Weights, resid_mid):
-    """The SiLU-gated MLP of one block on ``resid_mid`` [..., d_model] (its own pre-norm included)."""
+    """The SiLU-gated MLP of one block on ``resid_mid`` [..., d_model] (its own pre-norm
+    included)."""
     h = _rms(resid_mid, p["post_attention_layernorm.weight"], w.eps)
     return F.linear(
         F.silu(F.linear(h, p["mlp.gate_proj.weight"])) * F.linear(h, p["mlp.up_proj.weight"]),
@@ -488,12 +515,16 @@ def _block(
     mlp_patch=None,
     last_only: bool = False,
 ):
-    """One decoder block for query positions ``start..start+q-1`` (x: [batch, q, d_model]), attending to
-    ``k_prefix``/``v_prefix`` (positions 0..start-1, [batch, n_kv, start, d_head]) and to themselves.
+    """One decoder block for query positions ``start..start+q-1`` (x: [batch, q, d_model]),
+    attending to
+    ``k_prefix``/``v_prefix`` (positions 0..start-1, [batch, n_kv, start, d_head]) and to
+    themselves.
 
     ``attn_patch``/``mlp_patch``: ``(rows, value)``; sets the sub-layer output at the first query
-    position of those batch rows to ``value`` (a restore). ``last_only``: the caller needs the output
-    at the last position only (the final block), so queries, attention output and MLP run there alone;
+    position of those batch rows to ``value`` (a restore). ``last_only``: the caller needs the
+    output
+    at the last position only (the final block), so queries, attention output and MLP run there
+    alone;
     a patch then applies only when the first query position is the last one.
     Returns (x, keys, values, attn_out, mlp_out) of the computed positions.
     """
@@ -550,7 +581,8 @@ def _block(
 
 @dataclass
 class _Run:
-    """Every state of one (batched) forward pass: resid[l] is the input of block l (resid[-1] the output)."""
+    """Every state of one (batched) forward pass: resid[l] is the input of block l (resid[-1] the
+    output)."""
 
     resid: list
     keys: list
@@ -584,10 +616,14 @@ def _cell_schedule(
 ):
     """Where a restored run first differs from the corrupted one, and how.
 
-    Returns ``(birth, entry, patched)``: the run equals the corrupted run before block ``birth`` except at
-    ``pos``, where its state entering block ``birth`` is ``entry`` ([sample, d_model]); ``patched`` is the
-    range of later blocks whose sub-layer output at ``pos`` is restored. For MLP and attention kinds the
-    first restored block is worked out here: it changes only position ``pos`` (later positions read the
+    Returns ``(birth, entry, patched)``: the run equals the corrupted run before block ``birth``
+    except at
+    ``pos``, where its state entering block ``birth`` is ``entry`` ([sample, d_model]); ``patched``
+    is the
+    range of later blocks whose sub-layer output at ``pos`` is restored. For MLP and attention kinds
+    the
+    first restored block is worked out here: it changes only position ``pos`` (later positions read
+    the
     block's unchanged input), so the restored run starts one block later."""
     if kind == "hidden":
         return layer + 1, clean.resid[layer + 1][0, pos], range(0)
@@ -606,10 +642,12 @@ def _cell_schedule(
 def _trace_position(
     w, clean, corrupted, pos, layers, kind, window, answer_id, foil_id, samples, clean_prefix=False
 ):
-    """Readouts [3, len(layers)] (see ``_readout``, averaged over samples) of the cells (layer, pos) for every layer in ``layers``, all in one batch that grows as
+    """Readouts [3, len(layers)] (see ``_readout``, averaged over samples) of the cells (layer, pos)
+    for every layer in ``layers``, all in one batch that grows as
     cells are born (block by block) and shares rows between cells whose runs are still identical.
 
-    ``clean_prefix`` (hidden states at the first noised position only): every position up to ``pos`` is
+    ``clean_prefix`` (hidden states at the first noised position only): every position up to ``pos``
+    is
     clean after the restore, so ``pos`` joins the cached prefix of keys and values and only later
     positions are computed."""
     n_layers, n_pos = w.n_layers, corrupted.resid[0].shape[1]
@@ -716,7 +754,8 @@ def trace(
     """Causal trace (fast engine): the same numbers as ``trace_reference``, several times faster.
 
     kind: ``"hidden"``, ``"mlp"`` or ``"attn"``; samples: noise samples per cell (ROME: 10);
-    noise_scale: std of the added noise (default: ROME's rule, ``rome_noise_scale(model)``: 3 × the std
+    noise_scale: std of the added noise (default: ROME's rule, ``rome_noise_scale(model)``: 3 × the
+    std
     of subject-token embeddings over the course's facts); seed: seeds the noise (``make_noise``);
     noise: an explicit tensor [sample, n_subject_tokens, d_model] added to the subject's embeddings
     instead (then ``samples``/``seed`` are ignored and ``noise_scale`` must be None);
@@ -758,7 +797,8 @@ def trace_all_kinds(
     positions=None,
     progress: bool = True,
 ) -> dict[str, TraceResult]:
-    """``{"hidden": ..., "mlp": ..., "attn": ...}`` from the fast engine with the same settings and the
+    """``{"hidden": ..., "mlp": ..., "attn": ...}`` from the fast engine with the same settings and
+    the
     same noise; the clean and corrupted runs are computed once for all three."""
     return _trace_kinds(
         model,
@@ -779,7 +819,8 @@ def trace_all_kinds(
 
 
 def _embed_runs(model, tokens, span, noise, w: _Weights):
-    """The clean run (batch 1) and the corrupted run (one row per noise sample) of the fast engine."""
+    """The clean run (batch 1) and the corrupted run (one row per noise sample) of the fast
+    engine."""
     embeds = w.embed[tokens[0].to(w.embed.device)][None]  # [1, pos, d_model]
     noisy = embeds.repeat(noise.shape[0], 1, 1)
     noisy[:, span[0] : span[1]] += noise.to(noisy)
@@ -880,11 +921,14 @@ def attribution_patching(
 
     For each noise sample s, restoring cell (l, t) changes the residual there by
     ``delta_s = clean[l, t] - corrupted_s[l, t]``; to first order the sample's metric m_s changes by
-    ``grad_s[l, t] · delta_s``, where ``grad_s`` is the gradient of m_s in the corrupted run. Averaged
+    ``grad_s[l, t] · delta_s``, where ``grad_s`` is the gradient of m_s in the corrupted run.
+    Averaged
     over samples, like the exact trace. One forward and one backward pass in all.
 
-    metric: ``"log_prob"`` (default), ``"logit_diff"`` (logit(answer) − logit(foil); needs ``foil``) or
-    ``"prob"``. p(answer) is a poor choice when the corrupted p is near 0: the softmax is flat there,
+    metric: ``"log_prob"`` (default), ``"logit_diff"`` (logit(answer) − logit(foil); needs ``foil``)
+    or
+    ``"prob"``. p(answer) is a poor choice when the corrupted p is near 0: the softmax is flat
+    there,
     so the gradient, and with it the estimate, is far too small. Noise arguments as for ``trace``.
     """
     if metric not in METRICS:

@@ -4,8 +4,10 @@ Every exercise in a lesson is followed by a cell such as ``checks.check_embed(em
 runs the learner's code on fixed inputs, compares the result with the truth (usually the model's
 own forward pass, cached activations or a PyTorch built-in) and prints one line:
 
-    ✅ 01.1 embed: matches hook_embed (max |diff| 0.0e+00 ≤ atol 1e-05) — visible checks only; hidden tests run at grading
-    ❌ 01.1 embed: wrong shape: expected (1, 11, 576) [batch pos d_model], got (11, 576). Hint: keep the batch dimension.
+    ✅ 01.1 embed: matches hook_embed (max |diff| 0.0e+00 ≤ atol 1e-05) — visible checks only; hidden
+    tests run at grading
+    ❌ 01.1 embed: wrong shape: expected (1, 11, 576) [batch pos d_model], got (11, 576). Hint: keep
+    the batch dimension.
 
 A failing check raises ``CheckFailed`` (an ``AssertionError``) after printing, so nbgrader and the
 course grader count it as failed; its traceback is hidden by IPython so the learner sees the line.
@@ -52,10 +54,12 @@ class CheckFailed(AssertionError):
         self.result = result
 
     def _render_traceback_(self) -> list[str]:
-        """IPython calls this instead of printing a traceback: the ❌ line above says what is wrong and
+        """IPython calls this instead of printing a traceback: the ❌ line above says what is wrong
+        and
         a traceback into the check's own code would only bury it."""
         return [
-            f"CheckFailed: {self.result.exercise} did not pass (see the ❌ line above); fix the exercise and re-run."
+            f"CheckFailed: {self.result.exercise} did not pass (see the ❌ line above); fix the "
+            "exercise and re-run."
         ]
 
 
@@ -138,14 +142,16 @@ _PROMPT_TEMPLATES = (
 
 
 def random_prompt(rng) -> str:
-    """A short English prompt drawn by ``rng``: 4 templates x 32*31*30 word choices (about 120,000)."""
+    """A short English prompt drawn by ``rng``: 4 templates x 32*31*30 word choices (about
+    120,000)."""
     return rng.choice(_PROMPT_TEMPLATES).format(*rng.sample(_PROMPT_WORDS, 3))
 
 
 def run_check(
     exercise: str, body: Callable[[], str | tuple[str, float]], hidden_tests: bool = True
 ) -> None:
-    """Run ``body`` (which returns a success message, or raises ``_Fail``), print and record the result.
+    """Run ``body`` (which returns a success message, or raises ``_Fail``), print and record the
+    result.
 
     Returns nothing, so a check cell shows only the printed line; the result is ``RESULTS[-1]``.
 
@@ -173,7 +179,8 @@ def run_check(
 
 
 def call(fn: Any, *args, name: str | None = None, **kwargs):
-    """Call the learner's ``fn``, turning the usual stub and coding errors into a readable failure."""
+    """Call the learner's ``fn``, turning the usual stub and coding errors into a readable
+    failure."""
     __tracebackhide__ = True
     label = name or getattr(fn, "__name__", "your function")
     if not callable(fn):
@@ -182,7 +189,8 @@ def call(fn: Any, *args, name: str | None = None, **kwargs):
         return fn(*args, **kwargs)
     except NotImplementedError:
         raise _Fail(
-            f"`{label}` is not implemented yet: replace `raise NotImplementedError()` with your code"
+            f"`{label}` is not implemented yet: replace `raise NotImplementedError()` with your "
+            "code"
         ) from None
     except _Fail:
         raise
@@ -219,7 +227,8 @@ def compare_tensors(
     if actual.shape != expected.shape:
         named = f" [{dims}]" if dims else ""
         raise _Fail(
-            f"{what}: wrong shape: expected {tuple(expected.shape)}{named}, got {tuple(actual.shape)}.{hint_text}"
+            f"{what}: wrong shape: expected {tuple(expected.shape)}{named}, got "
+            f"{tuple(actual.shape)}.{hint_text}"
         )
     if actual.dtype != expected.dtype:
         raise _Fail(

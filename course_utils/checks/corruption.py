@@ -1,7 +1,9 @@
 """Checks for lesson 03 (corrupting the input embeddings).
 
-The truth is computed without hooks: the Hugging Face model inside the bridge (``model.original_model``)
-is run on embeddings edited directly (``inputs_embeds``), so a check agrees with the learner only when
+The truth is computed without hooks: the Hugging Face model inside the bridge
+(``model.original_model``)
+is run on embeddings edited directly (``inputs_embeds``), so a check agrees with the learner only
+when
 their hook really changed what the model read.
 """
 
@@ -16,7 +18,8 @@ ATOL = 1e-4
 
 
 def _truth_probs(model, prompt: str, answer: str, edit, batch: int = 1):
-    """p(answer) at the last position after ``edit(embeds)`` changes the [batch, pos, d_model] embeddings."""
+    """p(answer) at the last position after ``edit(embeds)`` changes the [batch, pos, d_model]
+    embeddings."""
     import torch
 
     from ..predictions import answer_token_id
@@ -67,12 +70,15 @@ def check_corrupted_answer_prob(fn, model, hidden: bool = False):
             if diff > ATOL:
                 clean = float(_truth_probs(model, prompt, answer, lambda e: e)[0])
                 hint = (
-                    " It equals the clean probability: is the hook attached to 'hook_embed' and returned?"
+                    " It equals the clean probability: is the hook attached to 'hook_embed' and "
+                    "returned?"
                     if abs(got - clean) < ATOL
-                    else " Zero exactly `positions` of hook_embed (position 0 is the BOS), take the last position, softmax."
+                    else " Zero exactly `positions` of hook_embed (position 0 is the BOS), take "
+                    "the last position, softmax."
                 )
                 raise _Fail(
-                    f"p({answer!r}) for {prompt!r} with positions {positions} zeroed: expected {want:.4f}, "
+                    f"p({answer!r}) for {prompt!r} with positions {positions} zeroed: expected "
+                    f"{want:.4f}, "
                     f"got {got:.4f}.{hint}",
                     diff,
                 )
@@ -124,7 +130,8 @@ def check_noised_answer_probs(fn, model, hidden: bool = False):
                     what=f"p({answer!r}) per noise sample",
                     atol=ATOL,
                     dims="sample",
-                    hint="one run_with_hooks on the prompt repeated n_samples times (tokens.repeat(n_samples, 1)) "
+                    hint="one run_with_hooks on the prompt repeated n_samples times "
+                    "(tokens.repeat(n_samples, 1)) "
                     "with a single make_noise_hook(positions, scale, seed=seed) on 'hook_embed'",
                 ),
             )

@@ -35,7 +35,8 @@ def _truth_probs(model, prompt):
 
 
 def check_next_token_probs(fn, model, hidden: bool = False):
-    """fn(model, prompt) -> Float[Tensor, " d_vocab"], the next-token distribution after ``prompt``."""
+    """fn(model, prompt) -> Float[Tensor, " d_vocab"], the next-token distribution after
+    ``prompt``."""
     prompts = _prompts(hidden, "00.1")
 
     def body():
@@ -50,7 +51,8 @@ def check_next_token_probs(fn, model, hidden: bool = False):
                     what=f"probabilities for {prompt!r}",
                     atol=1e-5,
                     dims="d_vocab",
-                    hint="take the logits at the last position of the only batch item, then softmax over the vocabulary",
+                    hint="take the logits at the last position of the only batch item, then "
+                    "softmax over the vocabulary",
                 ),
             )
             expect(
@@ -58,7 +60,8 @@ def check_next_token_probs(fn, model, hidden: bool = False):
                 "probabilities should sum to 1 (softmax over the last dimension)",
             )
         return (
-            f"matches the model's own softmax on {len(prompts)} prompts ({tolerance_text(worst, 1e-5)})",
+            f"matches the model's own softmax on {len(prompts)} prompts "
+            f"({tolerance_text(worst, 1e-5)})",
             worst,
         )
 
@@ -88,11 +91,13 @@ def check_top_k(fn, model, hidden: bool = False):
                     if token != want:
                         raise _Fail(
                             f"rank {rank} for {prompt!r}: expected token {want!r}, got {token!r}. "
-                            "Hint: sort by probability, most likely first, and decode each id on its own"
+                            "Hint: sort by probability, most likely first, and decode each id on "
+                            "its own"
                         )
                     expect(
                         abs(float(prob) - float(v)) < 1e-5,
-                        f"rank {rank} for {prompt!r}: probability {float(prob):.4f}, expected {float(v):.4f}",
+                        f"rank {rank} for {prompt!r}: probability {float(prob):.4f}, expected "
+                        f"{float(v):.4f}",
                     )
         return f"top-1 and top-5 lists match on {len(prompts)} prompts"
 

@@ -31,8 +31,10 @@ HIDDEN_SOURCE_PROMPT = "The Taj Mahal is located in the country of"
 _FAKE_HOOK = SimpleNamespace(name="blocks.3.hook_resid_pre")
 
 
-# Success messages of model-based checks state the tolerance, not the measured difference: the difference
-# between two forward passes can vary with the number of CPU threads, and strict nbval compares outputs.
+# Success messages of model-based checks state the tolerance, not the measured difference: the
+# difference
+# between two forward passes can vary with the number of CPU threads, and strict nbval compares
+# outputs.
 
 # ---- helpers -------------------------------------------------------------------------------------
 
@@ -45,7 +47,8 @@ def _expect_callable(obj, what: str) -> None:
         )
     if not callable(obj):
         raise _Fail(
-            f"{what} should return a function, got {type(obj).__name__} {obj!r}. Hint: return the inner "
+            f"{what} should return a function, got {type(obj).__name__} {obj!r}. Hint: return the "
+            "inner "
             "function itself, not the result of calling it"
         )
 
@@ -69,7 +72,8 @@ def _run_hook_on_tensor(
         if "'hook'" in str(error):
             raise _Fail(
                 f"{label} cannot be called as hook_fn(activation, hook=hook_point): {error}. Hint: "
-                "TransformerLens passes the hook point by keyword, so name the second parameter `hook`"
+                "TransformerLens passes the hook point by keyword, so name the second parameter "
+                "`hook`"
             ) from None
         raise _Fail(f"{label} raised TypeError: {error}") from None
     except Exception as error:  # the learner's bug, reported rather than re-raised
@@ -78,18 +82,23 @@ def _run_hook_on_tensor(
     if out is None:
         if edited_in_place:
             raise _Fail(
-                f"{label} edited the activation in place and returned None. That changes any tensor sharing "
+                f"{label} edited the activation in place and returned None. That changes any "
+                "tensor sharing "
                 "its storage, cached activations included (blocks.4.hook_resid_post *is* "
-                "blocks.5.hook_resid_pre). Hint: `new = activation.clone()`, edit `new`, `return new`"
+                "blocks.5.hook_resid_pre). Hint: `new = activation.clone()`, edit `new`, `return "
+                "new`"
             )
         raise _Fail(
-            f"{label} returned None, so the model keeps the original activation and your edit is lost. "
+            f"{label} returned None, so the model keeps the original activation and your edit is "
+            "lost. "
             "Hint: end the hook with `return` and the edited tensor"
         )
     if edited_in_place:
         raise _Fail(
-            f"{label} changed its input tensor in place. Cached activations share storage with live ones, "
-            "so this silently rewrites them. Hint: clone first (`new = activation.clone()`), edit the copy"
+            f"{label} changed its input tensor in place. Cached activations share storage with "
+            "live ones, "
+            "so this silently rewrites them. Hint: clone first (`new = activation.clone()`), edit "
+            "the copy"
         )
     return out
 
@@ -97,7 +106,8 @@ def _run_hook_on_tensor(
 def _diagnose_axis(
     out: torch.Tensor, expected: torch.Tensor, activation: torch.Tensor, positions, label: str
 ):
-    """A targeted message when the hook edited dim 0 (batch) or the last dim instead of dim 1 (pos)."""
+    """A targeted message when the hook edited dim 0 (batch) or the last dim instead of dim 1
+    (pos)."""
     if (
         not isinstance(out, torch.Tensor)
         or out.shape != expected.shape
@@ -121,8 +131,10 @@ def _diagnose_axis(
         )
     if rows_batch != list(range(activation.shape[0])):
         raise _Fail(
-            f"{label} changed batch items {rows_batch} only, all of them should change at positions "
-            f"{positions}. Hint: you indexed dim 0 (batch); index dim 1 with `activation[:, positions]`"
+            f"{label} changed batch items {rows_batch} only, all of them should change at "
+            "positions "
+            f"{positions}. Hint: you indexed dim 0 (batch); index dim 1 with `activation[:, "
+            "positions]`"
         )
     if rows_pos != sorted(p % activation.shape[1] for p in positions):
         raise _Fail(
@@ -157,7 +169,8 @@ def _clean(model, tokens, names):
     return logits, {n: cache[n].detach().clone() for n in names}
 
 
-# ---- 02.1-02.4: Python closures --------------------------------------------------------------------
+# ---- 02.1-02.4: Python closures
+# --------------------------------------------------------------------
 
 
 def check_multiplier_and_adder(fn, hidden: bool = False):
@@ -177,14 +190,19 @@ def check_multiplier_and_adder(fn, hidden: bool = False):
             want = (a * b) + fixed_value
             if got == a * fixed_value + b and got != want:
                 raise _Fail(
-                    f"multiplier_and_adder({fixed_value})({a}, {b}) returned {got!r} = a * fixed_value + b; "
-                    f"expected {want!r} = (a * b) + fixed_value. Hint: multiply the two arguments, then add "
-                    "the remembered fixed_value (the tutorial: multiplier_and_adder(10)(2, 3) == 16)"
+                    f"multiplier_and_adder({fixed_value})({a}, {b}) returned {got!r} = a * "
+                    "fixed_value + b; "
+                    f"expected {want!r} = (a * b) + fixed_value. Hint: multiply the two arguments, "
+                    "then add "
+                    "the remembered fixed_value (the tutorial: multiplier_and_adder(10)(2, 3) == "
+                    "16)"
                 )
             expect(
                 got == want,
-                f"multiplier_and_adder({fixed_value})({a}, {b}) returned {got!r}, expected {want!r} "
-                "((a * b) + fixed_value). If it used another case's fixed_value, do not store it in a global: "
+                f"multiplier_and_adder({fixed_value})({a}, {b}) returned {got!r}, expected "
+                f"{want!r} "
+                "((a * b) + fixed_value). If it used another case's fixed_value, do not store it "
+                "in a global: "
                 "the inner function should read the outer function's argument",
             )
         return f"{len(cases)} functions built, each remembers its own fixed_value"
@@ -207,7 +225,8 @@ def check_multiplier_and_adder_lambda(fn, hidden: bool = False):
             _expect_callable(g, f"multiplier_and_adder_lambda({fixed_value})")
             expect(
                 getattr(g, "__name__", "") == "<lambda>",
-                f"multiplier_and_adder_lambda should return a lambda, got a function named {g.__name__!r}. "
+                "multiplier_and_adder_lambda should return a lambda, got a function named "
+                f"{g.__name__!r}. "
                 "Hint: `return lambda a, b: ...`",
             )
             got = call(g, a, b, name=f"multiplier_and_adder_lambda({fixed_value})")
@@ -257,7 +276,8 @@ def check_sum_multiplied_and_added(fn, hidden: bool = False):
 
 
 def check_position_scaler(fn, hidden: bool = False):
-    """fn(positions, factor) -> function x [batch pos d_model] -> copy of x with x[:, positions] * factor."""
+    """fn(positions, factor) -> function x [batch pos d_model] -> copy of x with x[:, positions] *
+    factor."""
     positions, factor = ([0, 5], -1.0) if hidden else ([1, 3], 2.0)
     rng = _drawn("02.4", hidden)
     if rng is not None:  # position 2 stays out: the check appends it to the caller's list
@@ -289,7 +309,8 @@ def check_position_scaler(fn, hidden: bool = False):
             and torch.allclose(out[:, 2], x[:, 2] * factor)
         ):
             raise _Fail(
-                "position 2 was scaled too: it was appended to the caller's list *after* the function was "
+                "position 2 was scaled too: it was appended to the caller's list *after* the "
+                "function was "
                 "made. A closure sees the list object, not a snapshot. Hint: store a copy, "
                 "`positions = list(positions)`, before defining the inner function"
             )
@@ -303,14 +324,16 @@ def check_position_scaler(fn, hidden: bool = False):
             hint="multiply x[:, positions] by factor, leave the rest unchanged",
         )
         return (
-            f"scales positions {positions} of every batch item and keeps its own copy ({tolerance_text(diff, 1e-6)})",
+            f"scales positions {positions} of every batch item and keeps its own copy "
+            f"({tolerance_text(diff, 1e-6)})",
             diff,
         )
 
     run_check("02.4 make_position_scaler", body, hidden_tests=not hidden)
 
 
-# ---- 02.5: run_with_cache with a names filter -----------------------------------------------------
+# ---- 02.5: run_with_cache with a names filter
+# -----------------------------------------------------
 
 
 class _SpyModel:
@@ -330,8 +353,10 @@ class _SpyModel:
         self.filters.append(kwargs.get("names_filter"))
         return self._model.run_with_cache(*args, **kwargs)
 
-    # grading: the learner's calls of these methods are recorded in their kernel, and the grader makes
-    # the same bookkeeping on its own spy (the stacked tensor itself is checked against its own truth)
+    # grading: the learner's calls of these methods are recorded in their kernel, and the grader
+    # makes
+    # the same bookkeeping on its own spy (the stacked tensor itself is checked against its own
+    # truth)
     _rsl_record_methods = ("run_with_cache",)
 
     def _rsl_replay(self, method, *args, **kwargs):
@@ -340,7 +365,8 @@ class _SpyModel:
 
 
 def check_resid_post_stack(fn, model, hidden: bool = False):
-    """fn(model, prompt) -> Float[Tensor, "layer pos d_model"]: blocks.{l}.hook_resid_post, stacked."""
+    """fn(model, prompt) -> Float[Tensor, "layer pos d_model"]: blocks.{l}.hook_resid_post,
+    stacked."""
     prompt = HIDDEN_PROMPT if hidden else PROMPT
     rng = _drawn("02.5", hidden)
     prompt = random_prompt(rng) if rng is not None else prompt
@@ -368,11 +394,13 @@ def check_resid_post_stack(fn, model, hidden: bool = False):
         expect(spy.filters, "resid_post_stack should call model.run_with_cache (with names_filter)")
         expect(
             all(f is not None for f in spy.filters),
-            "run_with_cache was called without names_filter, so it stored every hook point (about 1400 tensors). "
+            "run_with_cache was called without names_filter, so it stored every hook point (about "
+            "1400 tensors). "
             "Hint: names_filter=lambda name: name.endswith('hook_resid_post')",
         )
         return (
-            f"matches the residual stream recorded by hooks at all {len(names)} layers (within atol 1e-4)",
+            f"matches the residual stream recorded by hooks at all {len(names)} layers (within "
+            "atol 1e-4)",
             diff,
         )
 
@@ -442,7 +470,8 @@ def check_zero_ablation(fn, model, hidden: bool = False):
 
 
 def check_mean_ablation(fn, model, hidden: bool = False):
-    """fn(mean, positions) -> hook replacing activation[:, positions] with mean (broadcast over batch)."""
+    """fn(mean, positions) -> hook replacing activation[:, positions] with mean (broadcast over
+    batch)."""
     positions, layer = ([3, 6], 9) if hidden else ([2, 3, 4], 3)
     prompt = HIDDEN_PROMPT if hidden else PROMPT
     rng = _drawn("02.7", hidden)
@@ -473,7 +502,8 @@ def check_mean_ablation(fn, model, hidden: bool = False):
             what="mean-ablated activation",
             atol=1e-6,
             dims="batch pos d_model",
-            hint="`new[:, positions] = mean` on a clone; a [d_model] mean broadcasts over batch and positions",
+            hint="`new[:, positions] = mean` on a clone; a [d_model] mean broadcasts over batch "
+            "and positions",
         )
         per_position = torch.randn(len(positions), 5)
         out = _run_hook_on_tensor(
@@ -548,8 +578,10 @@ def check_patch_from(fn, model, hidden: bool = False):
         _, received = _record_after(model, tokens, name, hook_fn, "the model run with your hook")
         expect(
             torch.equal(cache[name], cache_before[name]),
-            "after your hook ran, cache[name] had changed: the hook wrote into the cached tensor. Hint: clone the "
-            "activation and copy the cached values into the clone (`new[:, positions] = cache[name][:, positions]`)",
+            "after your hook ran, cache[name] had changed: the hook wrote into the cached tensor. "
+            "Hint: clone the "
+            "activation and copy the cached values into the clone (`new[:, positions] = "
+            "cache[name][:, positions]`)",
         )
         expect(
             received is not None and not torch.equal(received, clean[name]),
@@ -563,7 +595,8 @@ def check_patch_from(fn, model, hidden: bool = False):
             what=f"activation after your hook at {name}",
             atol=1e-6,
             dims="batch pos d_model",
-            hint="copy cache[name][:, positions] into activation[:, positions]; keep the other positions",
+            hint="copy cache[name][:, positions] into activation[:, positions]; keep the other "
+            "positions",
         )
 
         every = list(range(tokens.shape[1]))
@@ -600,7 +633,8 @@ def check_patch_from(fn, model, hidden: bool = False):
             hint="index cache[name][:, positions] and let it broadcast over the batch",
         )
         return (
-            f"patches positions {positions} at {name}; patching every position reproduces the source run "
+            f"patches positions {positions} at {name}; patching every position reproduces the "
+            "source run "
             "(logits within atol 1e-3); the cache is untouched",
             diff,
         )
@@ -608,7 +642,8 @@ def check_patch_from(fn, model, hidden: bool = False):
     run_check("02.8 make_patch_from", body, hidden_tests=not hidden)
 
 
-# ---- 02.9: hooks removed even after an exception ---------------------------------------------------
+# ---- 02.9: hooks removed even after an exception
+# ---------------------------------------------------
 
 
 def _attached(model) -> int:
@@ -618,7 +653,8 @@ def _attached(model) -> int:
 
 
 def check_temporary_hooks(fn, model, hidden: bool = False):
-    """fn(model, fwd_hooks) -> context manager attaching the hooks for the with-block, removing them on exit."""
+    """fn(model, fwd_hooks) -> context manager attaching the hooks for the with-block, removing them
+    on exit."""
     name = "blocks.2.hook_resid_post" if hidden else "hook_embed"
     rng = _drawn("02.9", hidden)
     if rng is not None:
@@ -638,7 +674,8 @@ def check_temporary_hooks(fn, model, hidden: bool = False):
         manager = call(fn, model, [(name, counting_hook)], name="temporary_hooks")
         expect(
             isinstance(manager, AbstractContextManager) or hasattr(manager, "__enter__"),
-            f"temporary_hooks should return a context manager, got {type(manager).__name__}. Hint: decorate the "
+            f"temporary_hooks should return a context manager, got {type(manager).__name__}. Hint: "
+            "decorate the "
             "function with @contextmanager and `yield` once",
         )
         try:
@@ -648,7 +685,8 @@ def check_temporary_hooks(fn, model, hidden: bool = False):
                     model(tokens)
         except NotImplementedError:
             raise _Fail(
-                "`temporary_hooks` is not implemented yet: replace `raise NotImplementedError()` with your code"
+                "`temporary_hooks` is not implemented yet: replace `raise NotImplementedError()` "
+                "with your code"
             ) from None
         except _Fail:
             raise
@@ -656,7 +694,8 @@ def check_temporary_hooks(fn, model, hidden: bool = False):
             raise _Fail(f"`temporary_hooks` raised {type(error).__name__}: {error}") from None
         expect(
             inside >= 1 and len(calls) == 1,
-            f"inside the with-block the hook should be attached and run once per forward pass; it ran {len(calls)} "
+            "inside the with-block the hook should be attached and run once per forward pass; it "
+            f"ran {len(calls)} "
             "times. Hint: model.add_hook(name, hook_fn) for each pair before `yield`",
         )
         expect(
@@ -674,12 +713,15 @@ def check_temporary_hooks(fn, model, hidden: bool = False):
         left = _attached(model)
         expect(
             left == 0,
-            f"{left} hook(s) were left attached after an exception inside the with-block: every later "
-            "forward pass would still run them. Hint: put `yield` in `try:` and the removal in `finally:`",
+            f"{left} hook(s) were left attached after an exception inside the with-block: every "
+            "later "
+            "forward pass would still run them. Hint: put `yield` in `try:` and the removal in "
+            "`finally:`",
         )
         expect(
             raised,
-            "the exception raised inside the with-block disappeared: your context manager swallowed it. "
+            "the exception raised inside the with-block disappeared: your context manager "
+            "swallowed it. "
             "Hint: use try/finally, not try/except",
         )
         before = len(calls)
@@ -691,4 +733,5 @@ def check_temporary_hooks(fn, model, hidden: bool = False):
     try:
         run_check("02.9 temporary_hooks", body, hidden_tests=not hidden)
     finally:
-        model.reset_hooks()  # whatever the learner's code did, leave the model clean for the next cells
+        # whatever the learner's code did, leave the model clean for the next cells
+        model.reset_hooks()

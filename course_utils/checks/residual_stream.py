@@ -1,7 +1,8 @@
 """Checks for lesson 01 (the residual stream, equation by equation).
 
 Each check runs the learner's function on fixed prompts and compares it with the model's own forward
-pass (``run_with_cache`` activations, ``model(tokens)``, the bridge's per-head ``hook_result``) or with an
+pass (``run_with_cache`` activations, ``model(tokens)``, the bridge's per-head ``hook_result``) or
+with an
 invariant (the components sum to the stream; the attributions sum to the logit). The truth for a
 prompt is computed once per model and kept, so a notebook's checks share a few forward passes.
 """
@@ -138,7 +139,8 @@ def check_embed(fn, model, hidden: bool = False):
                     atol=atol,
                     rtol=rtol,
                     dims="batch pos d_model",
-                    hint="x_0 = W_E[t]: index the rows of model.W_E [d_vocab d_model] with the token ids",
+                    hint="x_0 = W_E[t]: index the rows of model.W_E [d_vocab d_model] with the "
+                    "token ids",
                 ),
             )
         return (
@@ -150,7 +152,8 @@ def check_embed(fn, model, hidden: bool = False):
 
 
 def check_attention_z(fn, model, hidden: bool = False):
-    """fn(pattern, v) -> Float[Tensor, "batch pos n_heads d_head"], attention-weighted values per query head."""
+    """fn(pattern, v) -> Float[Tensor, "batch pos n_heads d_head"], attention-weighted values per
+    query head."""
 
     atol, rtol = TOLERANCE["attention_z"]
 
@@ -174,7 +177,8 @@ def check_attention_z(fn, model, hidden: bool = False):
                         and not torch.allclose(got, truth, atol=atol, rtol=rtol)
                     ):
                         raise _Fail(
-                            "your KV heads are tiled (0,1,2,0,1,2,...): grouped-query attention gives "
+                            "your KV heads are tiled (0,1,2,0,1,2,...): grouped-query attention "
+                            "gives "
                             "each KV head to consecutive query heads (0,0,0,1,1,1,...). "
                             "Hint: v.repeat_interleave(n_heads // n_kv_heads, dim=2)"
                         )
@@ -187,7 +191,8 @@ def check_attention_z(fn, model, hidden: bool = False):
                         atol=atol,
                         rtol=rtol,
                         dims="batch pos n_heads d_head",
-                        hint="repeat each of the n_kv_heads value heads for its group of query heads, then "
+                        hint="repeat each of the n_kv_heads value heads for its group of query "
+                        "heads, then "
                         "z[b,q,h] = sum_k pattern[b,h,q,k] * v[b,k,h]",
                     ),
                 )
@@ -197,7 +202,8 @@ def check_attention_z(fn, model, hidden: bool = False):
 
 
 def check_head_outputs(fn, model, hidden: bool = False):
-    """fn(model, z, layer) -> Float[Tensor, "batch pos n_heads d_model"], each head's write to the stream."""
+    """fn(model, z, layer) -> Float[Tensor, "batch pos n_heads d_model"], each head's write to the
+    stream."""
 
     atol, rtol = TOLERANCE["head_outputs"]
 
@@ -220,7 +226,8 @@ def check_head_outputs(fn, model, hidden: bool = False):
                 truth = results[f"blocks.{layer}.attn.hook_result"]
                 if isinstance(got, torch.Tensor) and got.shape == truth.shape[:2] + truth.shape[3:]:
                     raise _Fail(
-                        "head_outputs: keep the heads separate: expected [batch pos n_heads d_model], got "
+                        "head_outputs: keep the heads separate: expected [batch pos n_heads "
+                        "d_model], got "
                         f"{tuple(got.shape)} (did you sum over heads? that is hook_attn_out)"
                     )
                 worst = max(
@@ -232,7 +239,8 @@ def check_head_outputs(fn, model, hidden: bool = False):
                         atol=atol,
                         rtol=rtol,
                         dims="batch pos n_heads d_model",
-                        hint="multiply z[b,p,h] [d_head] by model.W_O[layer, h] [d_head d_model] for each head h",
+                        hint="multiply z[b,p,h] [d_head] by model.W_O[layer, h] [d_head d_model] "
+                        "for each head h",
                     ),
                 )
                 total = got.sum(dim=2)
@@ -272,7 +280,8 @@ def check_block_forward(fn, model, hidden: bool = False):
                     got = call(fn, model.blocks[layer], resid_pre, rotary, name="block_forward")
                 expect(
                     isinstance(got, tuple) and len(got) == 2,
-                    f"block_forward should return a tuple (resid_mid, resid_post), got {type(got).__name__}",
+                    "block_forward should return a tuple (resid_mid, resid_post), got "
+                    f"{type(got).__name__}",
                 )
                 mid, post = got
                 worst = max(
@@ -284,7 +293,8 @@ def check_block_forward(fn, model, hidden: bool = False):
                         atol=atol,
                         rtol=rtol,
                         dims="batch pos d_model",
-                        hint="resid_mid = resid_pre + attention output; the attention reads block.ln1(resid_pre), "
+                        hint="resid_mid = resid_pre + attention output; the attention reads "
+                        "block.ln1(resid_pre), "
                         "and block.attn(...) returns (attn_out, pattern)",
                     ),
                 )
@@ -297,12 +307,14 @@ def check_block_forward(fn, model, hidden: bool = False):
                         atol=atol,
                         rtol=rtol,
                         dims="batch pos d_model",
-                        hint="resid_post = resid_mid + block.mlp(block.ln2(resid_mid)); the norm feeds the MLP, "
+                        hint="resid_post = resid_mid + block.mlp(block.ln2(resid_mid)); the norm "
+                        "feeds the MLP, "
                         "it is not applied to the stream",
                     ),
                 )
         return (
-            f"resid_mid and resid_post match the cache at layers {_layers(model)} ({_within(atol, rtol)})",
+            f"resid_mid and resid_post match the cache at layers {_layers(model)} "
+            f"({_within(atol, rtol)})",
             worst,
         )
 
@@ -310,7 +322,8 @@ def check_block_forward(fn, model, hidden: bool = False):
 
 
 def check_forward_from_parts(fn, model, hidden: bool = False):
-    """fn(model, tokens) -> Float[Tensor, "batch pos d_vocab"], the logits, built from the model's parts."""
+    """fn(model, tokens) -> Float[Tensor, "batch pos d_vocab"], the logits, built from the model's
+    parts."""
 
     atol, rtol = TOLERANCE["forward_from_parts"]
 
@@ -329,7 +342,8 @@ def check_forward_from_parts(fn, model, hidden: bool = False):
                     atol=atol,
                     rtol=rtol,
                     dims="batch pos d_vocab",
-                    hint="embed -> every block in model.blocks -> model.ln_final -> @ model.W_U + model.b_U",
+                    hint="embed -> every block in model.blocks -> model.ln_final -> @ model.W_U + "
+                    "model.b_U",
                 ),
             )
         return (
@@ -360,14 +374,16 @@ def check_decompose_resid(fn, model, hidden: bool = False):
             want_labels = component_labels(n_layers)
             expect(
                 list(labels) == want_labels,
-                f"labels should be {want_labels[:4]} ... {want_labels[-1]!r} ({len(want_labels)} in the order "
+                f"labels should be {want_labels[:4]} ... {want_labels[-1]!r} ({len(want_labels)} "
+                "in the order "
                 f"they are added), got {list(labels)[:4]} ... ({len(labels)})",
             )
             final = cache[f"blocks.{n_layers - 1}.hook_resid_post"]
             expect(
                 isinstance(components, torch.Tensor)
                 and components.shape == (len(want_labels), *final.shape),
-                f"components should have shape {(len(want_labels), *final.shape)} [component batch pos d_model], "
+                f"components should have shape {(len(want_labels), *final.shape)} [component batch "
+                "pos d_model], "
                 f"got {tuple(components.shape) if isinstance(components, torch.Tensor) else type(components).__name__}",
             )
             worst = max(
@@ -379,10 +395,12 @@ def check_decompose_resid(fn, model, hidden: bool = False):
                     atol=atol,
                     rtol=rtol,
                     dims="batch pos d_model",
-                    hint="every term added to the stream must appear exactly once: embed, then attn_out and mlp_out of each layer",
+                    hint="every term added to the stream must appear exactly once: embed, then "
+                    "attn_out and mlp_out of each layer",
                 ),
             )
-            # the running sums are the stream entering each block and the stream between its sub-layers
+            # the running sums are the stream entering each block and the stream between its
+            # sub-layers
             for layer in range(n_layers):
                 for count, hook in (
                     (2 * layer + 1, "hook_resid_pre"),
@@ -442,7 +460,8 @@ def check_direct_logit_attribution(fn, model, hidden: bool = False):
                         atol=atol,
                         rtol=rtol,
                         dims="component batch",
-                        hint="divide each component by the final norm's scale, multiply by model.ln_final.w, "
+                        hint="divide each component by the final norm's scale, multiply by "
+                        "model.ln_final.w, "
                         "then take the dot product with model.W_U[:, token_id]",
                     ),
                 )
@@ -466,7 +485,8 @@ def check_direct_logit_attribution(fn, model, hidden: bool = False):
 
 
 def check_logit_lens(fn, model, hidden: bool = False):
-    """fn(model, cache, pos) -> Float[Tensor, "layer batch d_vocab"], log-probabilities after 0..n_layers blocks."""
+    """fn(model, cache, pos) -> Float[Tensor, "layer batch d_vocab"], log-probabilities after
+    0..n_layers blocks."""
 
     atol, rtol = TOLERANCE["logit_lens"]
 
@@ -480,12 +500,15 @@ def check_logit_lens(fn, model, hidden: bool = False):
                 want_shape = (n_layers + 1, tokens.shape[0], logits.shape[-1])
                 expect(
                     isinstance(got, torch.Tensor) and tuple(got.shape) == want_shape,
-                    f"expected shape {want_shape} [layer batch d_vocab] (the stream after 0, 1, ..., {n_layers} "
-                    f"blocks), got {tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}",
+                    f"expected shape {want_shape} [layer batch d_vocab] (the stream after 0, 1, "
+                    f"..., {n_layers} "
+                    "blocks), got "
+                    f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}",
                 )
                 expect(
                     bool((got <= 1e-4).all()),
-                    "values above 0: return log-probabilities (log_softmax), not probabilities or logits",
+                    "values above 0: return log-probabilities (log_softmax), not probabilities or "
+                    "logits",
                 )
                 worst = max(
                     worst,
@@ -513,12 +536,14 @@ def check_logit_lens(fn, model, hidden: bool = False):
                             atol=atol,
                             rtol=rtol,
                             dims="batch d_vocab",
-                            hint=f"row {layer} reads blocks.{layer}.hook_resid_pre through model.ln_final (with the "
+                            hint=f"row {layer} reads blocks.{layer}.hook_resid_pre through "
+                            "model.ln_final (with the "
                             "vector's own scale), then W_U and b_U",
                         ),
                     )
         return (
-            f"rows match the final norm + unembedding of each layer's stream ({_within(atol, rtol)})",
+            "rows match the final norm + unembedding of each layer's stream "
+            f"({_within(atol, rtol)})",
             worst,
         )
 
@@ -532,8 +557,10 @@ def _zero_last_position(activation, hook):
 
 
 def check_logit_diff_dla(fn, model, hidden: bool = False):
-    """fn(model, tokens, answer_id, foil_id, zeroed) -> Float[Tensor, " component"]: each component's
-    direct attribution to logit(answer) - logit(foil) at the last position, in a forward pass where the
+    """fn(model, tokens, answer_id, foil_id, zeroed) -> Float[Tensor, " component"]: each
+    component's
+    direct attribution to logit(answer) - logit(foil) at the last position, in a forward pass where
+    the
     hook ``zeroed`` (or none, if ``zeroed`` is None) is zeroed at the last position."""
     from ..predictions import answer_token_id
     from ..residual_stream import component_labels
@@ -589,8 +616,10 @@ def check_logit_diff_dla(fn, model, hidden: bool = False):
                     float(got.sum()) - float(logit_diff)
                 ) > atol + rtol * abs(float(logit_diff)):
                     raise _Fail(
-                        f"in {what}, your attributions sum to {float(got.sum()):.3f} but the model's logit "
-                        f"difference is {float(logit_diff):.3f}: zero the hook at the last position only, "
+                        f"in {what}, your attributions sum to {float(got.sum()):.3f} but the "
+                        "model's logit "
+                        f"difference is {float(logit_diff):.3f}: zero the hook at the last "
+                        "position only, "
                         "and divide by the final scale of *that* run (its own ln_final.hook_scale)"
                     )
                 if zeroed is not None:
@@ -604,12 +633,15 @@ def check_logit_diff_dla(fn, model, hidden: bool = False):
                     compare_tensors(
                         got,
                         want,
-                        what=f"attributions to logit({ANSWERS[prompt]!r}) - logit({FOILS[prompt]!r}) in {what}",
+                        what=f"attributions to logit({ANSWERS[prompt]!r}) - "
+                        f"logit({FOILS[prompt]!r}) in {what}",
                         atol=atol,
                         rtol=rtol,
                         dims="component",
-                        hint="run the model with the zeroing hook (model.hooks(fwd_hooks=...) around run_with_cache), "
-                        "then decompose_resid and direct_logit_attribution for the answer minus the same for the foil",
+                        hint="run the model with the zeroing hook (model.hooks(fwd_hooks=...) "
+                        "around run_with_cache), "
+                        "then decompose_resid and direct_logit_attribution for the answer minus "
+                        "the same for the foil",
                     ),
                 )
                 worst = max(
@@ -624,7 +656,8 @@ def check_logit_diff_dla(fn, model, hidden: bool = False):
                     ),
                 )
         return (
-            f"per-component values match the model's unembedding, with and without the zeroed hook, and "
+            "per-component values match the model's unembedding, with and without the zeroed "
+            "hook, and "
             f"sum to its logit difference ({_within(atol, rtol)})"
         ), worst
 

@@ -15,7 +15,8 @@ HIDDEN_PROMPT, HIDDEN_SUBJECT, HIDDEN_ANSWER = (
     "The Colosseum",
     " Rome",
 )
-# The heatmap checks run one forward pass per cell of the learner's loop: short prompts keep them cheap.
+# The heatmap checks run one forward pass per cell of the learner's loop: short prompts keep them
+# cheap.
 SHORT_FACT = ("The capital of Japan is", "Japan", " Tokyo")
 HIDDEN_SHORT_FACT = ("Paris is the capital of", "Paris", " France")
 SEED = 0
@@ -23,7 +24,8 @@ ATOL = 1e-5
 
 
 def _setup(model, hidden: bool, samples: int, short: bool = False):
-    """tokens, answer id, span, noise scale, a noise hook and the clean cache for the check's fact."""
+    """tokens, answer id, span, noise scale, a noise hook and the clean cache for the check's
+    fact."""
     import torch
 
     from .. import tracing
@@ -78,7 +80,8 @@ def _fast(model, s, kind, layers, positions):
 
 
 def check_subject_noise_hook(fn, model, hidden: bool = False):
-    """fn(span, scale, seed) -> hook(embed [sample, pos, d_model], hook) adding the course's noise."""
+    """fn(span, scale, seed) -> hook(embed [sample, pos, d_model], hook) adding the course's
+    noise."""
     import torch
 
     from ..tracing import make_noise
@@ -89,7 +92,8 @@ def check_subject_noise_hook(fn, model, hidden: bool = False):
         hook = call(fn, span, scale, seed, name="make_subject_noise_hook")
         expect(
             callable(hook),
-            f"make_subject_noise_hook should return a function (the hook), got {type(hook).__name__}",
+            "make_subject_noise_hook should return a function (the hook), got "
+            f"{type(hook).__name__}",
         )
         embed = torch.randn((4, 9, model.cfg.d_model), generator=torch.Generator().manual_seed(123))
         original = embed.clone()
@@ -109,7 +113,8 @@ def check_subject_noise_hook(fn, model, hidden: bool = False):
         outside[span[0] : span[1]] = False
         expect(
             torch.equal(out[:, outside], embed[:, outside]),
-            f"positions outside the subject span {span} changed; add noise only at positions {span[0]}..{span[1] - 1}",
+            f"positions outside the subject span {span} changed; add noise only at positions "
+            f"{span[0]}..{span[1] - 1}",
         )
         noise = make_noise(4, span[1] - span[0], model.cfg.d_model, scale, seed)
         diff = compare_tensors(
@@ -118,7 +123,8 @@ def check_subject_noise_hook(fn, model, hidden: bool = False):
             what="the added noise",
             atol=1e-6,
             dims="sample pos d_model",
-            hint="draw scale * torch.randn((sample, n_subject_tokens, d_model), generator=torch.Generator().manual_seed(seed))",
+            hint="draw scale * torch.randn((sample, n_subject_tokens, d_model), "
+            "generator=torch.Generator().manual_seed(seed))",
         )
         again = call(hook, embed, None, name="your hook")
         expect(
@@ -126,7 +132,8 @@ def check_subject_noise_hook(fn, model, hidden: bool = False):
             "two calls gave different noise: seed a new generator inside the hook, at every call",
         )
         return (
-            f"adds seeded noise of std {scale} only to the subject's positions ({tolerance_text(diff, 1e-6)})",
+            f"adds seeded noise of std {scale} only to the subject's positions "
+            f"({tolerance_text(diff, 1e-6)})",
             diff,
         )
 
@@ -134,7 +141,8 @@ def check_subject_noise_hook(fn, model, hidden: bool = False):
 
 
 def check_restore_hook(fn, model, hidden: bool = False):
-    """fn(clean_act [pos, d_model], position) -> hook(act [sample, pos, d_model], hook) restoring one position."""
+    """fn(clean_act [pos, d_model], position) -> hook(act [sample, pos, d_model], hook) restoring
+    one position."""
     import torch
 
     position = 4 if hidden else 2
@@ -167,7 +175,8 @@ def check_restore_hook(fn, model, hidden: bool = False):
             what="the restored activation",
             atol=0.0,
             dims="sample pos d_model",
-            hint=f"every sample gets clean_act[{position}] at position {position}; the rest stays as it was",
+            hint=f"every sample gets clean_act[{position}] at position {position}; the rest stays "
+            "as it was",
         )
         return f"restores position {position} in every sample and leaves the rest untouched", diff
 
@@ -175,7 +184,8 @@ def check_restore_hook(fn, model, hidden: bool = False):
 
 
 def check_trace_cell(fn, model, hidden: bool = False):
-    """fn(model, tokens, answer_id, noise_hook, clean_cache, kind, layer, position, samples) -> float."""
+    """fn(model, tokens, answer_id, noise_hook, clean_cache, kind, layer, position, samples) ->
+    float."""
     samples = 4  # equality does not depend on the sample count; fewer samples keep the check fast
 
     def body():
@@ -202,15 +212,18 @@ def check_trace_cell(fn, model, hidden: bool = False):
             )
             expect(
                 isinstance(got, float),
-                f"trace_cell should return a Python float (use float(...)), got {type(got).__name__}",
+                "trace_cell should return a Python float (use float(...)), got "
+                f"{type(got).__name__}",
             )
             want = float(_fast(model, s, kind, [layer], [position]).scores[layer, position])
             diff = abs(got - want)
             if diff > ATOL:
                 window = "" if kind == "hidden" else " over window_layers(layer, n_layers, kind)"
                 raise _Fail(
-                    f"{kind} cell (layer {layer}, position {position}): p = {got:.5f}, expected {want:.5f}. "
-                    f"Hint: noise hook on hook_embed plus a restore hook at blocks.L.{_hook(kind)}{window}; "
+                    f"{kind} cell (layer {layer}, position {position}): p = {got:.5f}, expected "
+                    f"{want:.5f}. "
+                    "Hint: noise hook on hook_embed plus a restore hook at "
+                    f"blocks.L.{_hook(kind)}{window}; "
                     "average p(answer) at the last position over the samples",
                     diff,
                 )
@@ -230,7 +243,8 @@ def _hook(kind):
 
 
 def check_trace_row(fn, model, hidden: bool = False):
-    """fn(model, tokens, answer_id, noise_hook, clean_cache, kind, position, samples) -> Float[Tensor, " layer"]."""
+    """fn(model, tokens, answer_id, noise_hook, clean_cache, kind, position, samples) ->
+    Float[Tensor, " layer"]."""
     samples = 2
 
     def body():
@@ -258,7 +272,8 @@ def check_trace_row(fn, model, hidden: bool = False):
             hint="one trace_cell per layer, in layer order, as a float32 tensor",
         )
         return (
-            f"{kind} row of {len(want)} layers matches the fast engine ({tolerance_text(diff, ATOL)})",
+            f"{kind} row of {len(want)} layers matches the fast engine "
+            f"({tolerance_text(diff, ATOL)})",
             diff,
         )
 
@@ -266,7 +281,8 @@ def check_trace_row(fn, model, hidden: bool = False):
 
 
 def check_trace_heatmap(fn, model, hidden: bool = False):
-    """fn(model, tokens, answer_id, noise_hook, clean_cache, kind, layers, samples) -> Float[Tensor, "layer pos"]."""
+    """fn(model, tokens, answer_id, noise_hook, clean_cache, kind, layers, samples) -> Float[Tensor,
+    "layer pos"]."""
     samples = 2
 
     def body():
@@ -294,7 +310,8 @@ def check_trace_heatmap(fn, model, hidden: bool = False):
             hint="one row per layer in `layers`, one column per position (BOS included)",
         )
         return (
-            f"{kind} heatmap ({len(layers)} layers × {want.shape[1]} positions) matches the fast engine ({tolerance_text(diff, ATOL)})",
+            f"{kind} heatmap ({len(layers)} layers × {want.shape[1]} positions) matches the fast "
+            f"engine ({tolerance_text(diff, ATOL)})",
             diff,
         )
 

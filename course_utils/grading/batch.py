@@ -100,7 +100,8 @@ def _init_worker(
 
 
 class UidPool:
-    """Unprivileged uids for kernels, safe across concurrent batches: a uid is taken with an exclusive
+    """Unprivileged uids for kernels, safe across concurrent batches: a uid is taken with an
+    exclusive
     lock on ``<folder>/<uid>.lock`` (released by the system if the holder dies), and only when no
     process of that uid exists and no account has it. Killing "every process of the uid" therefore
     reaches only the kernel this batch started."""
@@ -353,7 +354,8 @@ def _run_and_judge(index, nb, lesson, settings, result) -> None:
             if judge.replayable[grade.grade_id]:
                 verdict = judge.grade(grade, records_fd, budget, seed=seed)
                 entry["trust"] = "grader"
-            else:  # see Judge._test_replay_on_the_solution: decided per lesson, never per submission
+            # see Judge._test_replay_on_the_solution: decided per lesson, never per submission
+            else:
                 verdict = Verdict(
                     cell_status == "ok",
                     "passed in the kernel"
@@ -390,7 +392,8 @@ def make_scratch(scratch: str, uid: int | None) -> tuple[str, int]:
     if uid is not None:
         for folder in (scratch, os.path.join(scratch, "tmp")):
             os.chown(folder, uid, uid)
-        # the record folder stays root's: the kernel may add files (sticky, not listable), and a file
+        # the record folder stays root's: the kernel may add files (sticky, not listable), and a
+        # file
         # of root's inside keeps it from being emptied and removed
         with open(os.path.join(records, ".keep"), "w"):
             pass
@@ -420,7 +423,8 @@ def allowed_paths(model_cache: str) -> list[str]:
 
 
 def readable_model_cache(temp_root_parent: str, isolate: bool) -> str:
-    """A model cache folder the kernel can read: the user's own, or (isolated) a world-readable copy."""
+    """A model cache folder the kernel can read: the user's own, or (isolated) a world-readable
+    copy."""
     from ..model import cache_dir, embedded_model_files
 
     if not isolate:
@@ -446,7 +450,8 @@ def readable_model_cache(temp_root_parent: str, isolate: bool) -> str:
 
 
 def list_submissions(folder: Path) -> list[Path]:
-    """Every entry below ``folder`` that is not a folder (links, pipes and sockets included: each gets
+    """Every entry below ``folder`` that is not a folder (links, pipes and sockets included: each
+    gets
     a row saying why it was not graded); links to folders are not followed."""
     found = []
     for parent, dirs, files in os.walk(folder, followlinks=False):
@@ -465,7 +470,8 @@ def display_name(path: Path, folder: Path) -> str:
 
 
 def trusted_files(lesson: Lesson) -> list[Path]:
-    """The files whose content decides a grade: the lesson's solution, the grader, the check framework,
+    """The files whose content decides a grade: the lesson's solution, the grader, the check
+    framework,
     the lesson's check modules and the course modules its solution imports."""
     package = ROOT / "course_utils"
     files = {

@@ -79,7 +79,8 @@ class Recorder:
                 entry["kwargs"] = recorder.encoder.encode(dict(kwargs))
                 recorder.calls.append(entry)
             # callbacks the check passed in (a spy, a hook to call) are recorded so the grader can
-            # make the same calls; tensors passed in are compared afterwards to record in-place edits
+            # make the same calls; tensors passed in are compared afterwards to record in-place
+            # edits
             args, kwargs = list(args), dict(kwargs)
             before = {}
             for key, value in [*enumerate(args), *kwargs.items()]:
@@ -160,7 +161,8 @@ class Recorder:
 
 
 def _records_methods(value) -> bool:
-    """A spy object a check passes in (``course_utils.checks``), whose listed method calls the grader
+    """A spy object a check passes in (``course_utils.checks``), whose listed method calls the
+    grader
     replays on its own spy (``_rsl_record_methods``, ``_rsl_replay``)."""
     cls = type(value)
     return str(getattr(cls, "__module__", "")).startswith("course_utils.checks") and isinstance(

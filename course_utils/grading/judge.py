@@ -41,7 +41,8 @@ class JudgeTimeout(
 
 class Budget:
     """What replaying one submission may cost the grader: re-issued callbacks and decoded bytes,
-    counted per graded cell and for the whole submission (a forged record cannot grow the worker)."""
+    counted per graded cell and for the whole submission (a forged record cannot grow the
+    worker)."""
 
     def __init__(self):
         self.callbacks = self.decoded = 0
@@ -258,7 +259,8 @@ class _ReplayState:
 
 
 def _read_regular(name: str, dir_fd: int, limit: int) -> bytes | None:
-    """The bytes of ``name`` in the folder ``dir_fd``: a regular file only, never through a link, never
+    """The bytes of ``name`` in the folder ``dir_fd``: a regular file only, never through a link,
+    never
     blocking on a FIFO or device, at most ``limit`` bytes (checked on the open descriptor)."""
     import stat
 
@@ -380,7 +382,8 @@ class Judge:
         """Record the solution's own functions under each graded cell and replay them here.
 
         A cell whose check observes effects the records cannot carry (hooks left on the model, calls
-        on a spy object) fails this self-test; the grader then falls back to the kernel's verdict for
+        on a spy object) fails this self-test; the grader then falls back to the kernel's verdict
+        for
         that cell and says so. The decision uses only trusted code and data, so a submission cannot
         switch a cell to the weaker mode.
         """
@@ -431,9 +434,11 @@ class Judge:
         seed: int | None = None,
         timeout: float = JUDGE_TIMEOUT_S,
     ) -> Verdict:
-        """Judge one graded cell from the kernel's record; never raises, never runs past ``timeout``.
+        """Judge one graded cell from the kernel's record; never raises, never runs past
+        ``timeout``.
 
-        ``budget`` is shared by the cells of one submission; ``seed`` is the grading seed the kernel's
+        ``budget`` is shared by the cells of one submission; ``seed`` is the grading seed the
+        kernel's
         hidden tests drew their inputs from (``checks.grading_seed``)."""
         from .. import checks
 

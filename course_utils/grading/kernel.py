@@ -1,4 +1,5 @@
-"""One submission's kernel: started through ``sandbox``, fed one cell at a time, each with a timeout.
+"""One submission's kernel: started through ``sandbox``, fed one cell at a time, each with a
+timeout.
 
 A cell that runs past its timeout is interrupted (``KeyboardInterrupt``); a kernel that does not
 come back within a grace period, dies (memory cap, crash, ``os._exit``) or exceeds the submission's
@@ -68,7 +69,8 @@ class KernelSession:
         self.dead = False
 
     def start(self, timeout: float) -> None:
-        # the kernel's own stdout/stderr: a file in its scratch folder (capped by RLIMIT_FSIZE), so a
+        # the kernel's own stdout/stderr: a file in its scratch folder (capped by RLIMIT_FSIZE), so
+        # a
         # raw os.write(1, ...) never reaches the grader's terminal or log
         log = os.open(
             os.path.join(self.scratch, "kernel.log"),
@@ -167,13 +169,18 @@ def kill_uid(uid: int | None) -> None:
     """SIGKILL every process of ``uid`` (grandchildren a kernel started and detached included)."""
     if uid is None or os.geteuid() != 0 or uid == 0:
         return
-    code = f"import os, signal\nos.setgid({uid}); os.setuid({uid})\ntry: os.kill(-1, signal.SIGKILL)\nexcept OSError: pass"
+    code = (
+        f"import os, signal\nos.setgid({uid}); os.setuid({uid})\ntry: os.kill(-1, "
+        "signal.SIGKILL)\nexcept OSError: pass"
+    )
     subprocess.run([sys.executable, "-c", code], timeout=30, check=False)
 
 
 class MemoryCgroup:
-    """A memory cgroup for one kernel: the cap holds for its whole process tree, and ``kill`` reaches
-    exactly the processes in it. Made below the grader's own cgroup (cgroup v2, else v1 ``memory``)."""
+    """A memory cgroup for one kernel: the cap holds for its whole process tree, and ``kill``
+    reaches
+    exactly the processes in it. Made below the grader's own cgroup (cgroup v2, else v1
+    ``memory``)."""
 
     def __init__(self, path: str, level: str):
         self.path, self.level = path, level
@@ -194,7 +201,8 @@ class MemoryCgroup:
 
     @classmethod
     def create(cls, name: str, memory_bytes: int) -> MemoryCgroup | None:
-        """A new cgroup capped at ``memory_bytes`` (swap included where the kernel counts it), or None."""
+        """A new cgroup capped at ``memory_bytes`` (swap included where the kernel counts it), or
+        None."""
         if os.geteuid() != 0 or not sys.platform.startswith("linux"):
             return None
         candidates = []

@@ -1,6 +1,8 @@
-"""The trusted side of a lesson, read from ``solutions/NN_topic.ipynb``, and the checks of submissions.
+"""The trusted side of a lesson, read from ``solutions/NN_topic.ipynb``, and the checks of
+submissions.
 
-``Lesson`` lists the graded cells (nbgrader ``grade`` cells: exercise checks, and quiz questions when
+``Lesson`` lists the graded cells (nbgrader ``grade`` cells: exercise checks, and quiz questions
+when
 their ``grade_id`` starts with ``quiz``) with their full trusted source, hidden tests included, and
 which names in each of them the learner controls (the "learner names", found by a taint analysis:
 names defined in exercise cells, and names computed from them in later cells).
@@ -66,7 +68,8 @@ class Lesson:
 
 
 def resolve_lesson_path(lesson: str) -> Path:
-    """``"00"``, ``"00_first_look"``, ``"00_first_look.ipynb"`` or a path -> the solution notebook."""
+    """``"00"``, ``"00_first_look"``, ``"00_first_look.ipynb"`` or a path -> the solution
+    notebook."""
     candidate = Path(lesson)
     if candidate.suffix == ".ipynb" and candidate.is_file():
         return candidate.resolve()
@@ -79,7 +82,8 @@ def resolve_lesson_path(lesson: str) -> Path:
 
 
 def _assigned(node: ast.AST) -> set[str]:
-    """Names a top-level statement binds (imports excluded: a module is never the learner's answer)."""
+    """Names a top-level statement binds (imports excluded: a module is never the learner's
+    answer)."""
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         return set()
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -166,7 +170,8 @@ def read_submission(data: bytes, lesson: Lesson) -> nbformat.NotebookNode:
         raise SubmissionError("empty file")
     if len(data) > MAX_SUBMISSION_BYTES:
         raise SubmissionError(
-            f"file is {len(data) >> 20} MiB; notebooks over {MAX_SUBMISSION_BYTES >> 20} MiB are refused"
+            f"file is {len(data) >> 20} MiB; notebooks over {MAX_SUBMISSION_BYTES >> 20} MiB are "
+            "refused"
         )
     try:
         raw = json.loads(data.decode("utf-8"))
@@ -176,7 +181,8 @@ def read_submission(data: bytes, lesson: Lesson) -> nbformat.NotebookNode:
         ) from None
     except json.JSONDecodeError as error:
         raise SubmissionError(
-            f"not a notebook: malformed JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+            f"not a notebook: malformed JSON ({error.msg} at line {error.lineno}, column "
+            f"{error.colno})"
         ) from None
     except RecursionError:
         raise SubmissionError("not a notebook: JSON nested too deeply") from None
@@ -217,11 +223,13 @@ def read_submission(data: bytes, lesson: Lesson) -> nbformat.NotebookNode:
         foreign = sorted({lesson.other_lessons[i] for i in ids if i in lesson.other_lessons})
         if foreign:
             raise SubmissionError(
-                f"wrong lesson: this is a notebook of lesson {', '.join(foreign)}, not {lesson.name}"
+                f"wrong lesson: this is a notebook of lesson {', '.join(foreign)}, not "
+                f"{lesson.name}"
             )
         if ids:
             raise SubmissionError(
-                f"wrong lesson: none of {lesson.name}'s exercise cells ({', '.join(lesson.exercise_ids)}) "
+                f"wrong lesson: none of {lesson.name}'s exercise cells "
+                f"({', '.join(lesson.exercise_ids)}) "
                 f"is in this notebook (it has {', '.join(sorted(map(str, ids))[:4])})"
             )
         raise SubmissionError(

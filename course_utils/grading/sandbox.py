@@ -3,12 +3,14 @@
 Run as ``python -m course_utils.grading.sandbox CONFIG_JSON CONNECTION_FILE``; the grader's kernel
 manager uses it instead of the plain ``ipykernel_launcher`` command. In order:
 
-1. the memory cgroup the grader made for this kernel (``config["cgroup"]``): joined first, so the cap
+1. the memory cgroup the grader made for this kernel (``config["cgroup"]``): joined first, so the
+  cap
    holds for the kernel and every process it starts, together;
 2. when running as root on Linux: a private mount namespace whose root is an empty tmpfs holding
    only an allow-list, bound read-only (the system's programs and libraries, Python, the virtual
    environment, the course package ``course_utils`` alone, the model cache) and the submission's own
-   scratch folder, read-write; nothing else on the machine (the solutions, tests, git history, another
+   scratch folder, read-write; nothing else on the machine (the solutions, tests, git history,
+   another
    clone of the course, home folders, the submissions and results) exists in it. Then a private
    network namespace (no network; the kernel talks to the grader over Unix sockets), ``chroot``,
    ``no_new_privs`` and a switch to an unprivileged uid reserved for this kernel;
@@ -32,7 +34,8 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
 
-# system folders every program needs (read-only); their contents are the distribution's, not the course's
+# system folders every program needs (read-only); their contents are the distribution's, not the
+# course's
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 
