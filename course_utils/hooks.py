@@ -1,13 +1,12 @@
 """Hook factories and hook hygiene (lesson 02).
 
 A hook is a function ``hook_fn(activation, hook) -> new activation or None`` attached to a named
-hook
-point of a ``TransformerBridge`` (``"hook_embed"``, ``"blocks.5.hook_resid_pre"``...). Returning a
-tensor replaces the activation for the rest of the forward pass; returning ``None`` keeps it.
+hook point of a ``TransformerBridge`` (``"hook_embed"``, ``"blocks.5.hook_resid_pre"``...).
+Returning a tensor replaces the activation for the rest of the forward pass; returning ``None``
+keeps it.
 
 The factories below build hooks from a few settings (which positions, which replacement) and return
-a
-closure, so one line attaches an intervention::
+a closure, so one line attaches an intervention::
 
     model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", make_zero_ablation([2, 3, 4]))])
 
@@ -18,9 +17,8 @@ Every hook made here:
   (``[batch, n_heads, pos, pos]``) are refused with a message instead of being edited on the wrong
   axis;
 * returns a new tensor and never edits its input in place. Neighbouring hook points can share
-  storage
-  (``blocks.4.hook_resid_post`` *is* ``blocks.5.hook_resid_pre``), so an in-place edit would also
-  rewrite activations you cached earlier;
+  storage (``blocks.4.hook_resid_post`` *is* ``blocks.5.hook_resid_pre``), so an in-place edit would
+  also rewrite activations you cached earlier;
 * checks its positions against the activation and says what was expected when they do not fit.
 
 ``positions`` is an ``int``, a list/tuple/range of ints (negative ints count from the end) or a
@@ -243,8 +241,7 @@ def make_noise_hook(
     return noise_hook
 
 
-# ---- hook points and hygiene
-# -----------------------------------------------------------------------
+# ---- hook points and hygiene ---------------------------------------------------------------------
 
 
 def hook_names(model, match: str | Callable[[str], bool] | None = None) -> list[str]:

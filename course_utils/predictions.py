@@ -2,12 +2,11 @@
 
 Every lesson measures "how much does the model believe the answer": p(answer | prompt) at the last
 position. These helpers enforce the course's prompt convention (the model's BOS, ``<|endoftext|>``
-for
-the embedded model, is prepended by ``model.to_tokens``) and that an answer is exactly one token.
+for the embedded model, is prepended by ``model.to_tokens``) and that an answer is exactly one
+token.
 
 Ranks are 1-based throughout the course: rank 1 is the model's top prediction (``answer_rank``), as
-in
-``course_utils/data/facts.json``, where a fact is *known* when its answer has rank 1.
+in ``course_utils/data/facts.json``, where a fact is *known* when its answer has rank 1.
 """
 
 from __future__ import annotations

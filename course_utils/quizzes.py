@@ -76,8 +76,7 @@ class QuizFailed(CheckFailed):
         ]
 
 
-# ---- hashing and sealing
-# --------------------------------------------------------------------------
+# ---- hashing and sealing -------------------------------------------------------------------------
 
 
 def _digest(salt: str, purpose: str, response: str) -> str:
@@ -104,8 +103,7 @@ def _unseal(token: str, key: str) -> str:
     return bytes(a ^ b for a, b in zip(data, _keystream(key, len(data)), strict=False)).decode()
 
 
-# ---- responses
-# --------------------------------------------------------------------------------------
+# ---- responses -----------------------------------------------------------------------------------
 
 
 def _kind_help(question: dict) -> str:
@@ -156,8 +154,7 @@ def candidate_forms(question: dict, response: Any) -> list[str]:
     return ["".join(response.split())]
 
 
-# ---- building a bank from the author's spec
-# ---------------------------------------------------------
+# ---- building a bank from the author's spec ------------------------------------------------------
 
 
 def _accepted(question: dict) -> list[tuple[str, bool, str]]:
@@ -231,8 +228,7 @@ def build_bank(spec: dict) -> dict:
     return {"lesson": spec["lesson"], "title": spec["title"], "questions": questions}
 
 
-# ---- feedback
-# ---------------------------------------------------------------------------------------
+# ---- feedback ------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -378,8 +374,7 @@ class Quiz:
         """An ipywidgets box: the question, an input, a Check button and a feedback area.
 
         The box has attributes ``.input`` (RadioButtons / FloatText / Text), ``.button`` and
-        ``.feedback``
-        (an HTML widget), so tests and notebooks can drive it without a browser.
+        ``.feedback`` (an HTML widget), so tests and notebooks can drive it without a browser.
         """
         import ipywidgets as widgets
 

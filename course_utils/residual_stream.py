@@ -9,12 +9,10 @@ A decoder-only transformer keeps one vector per position, the *residual stream*,
     logits     = ln_final(resid_post[-1]) @ W_U + b_U
 
 Lesson 01 checks each line on SmolLM2-135M-Instruct (a TransformerLens 4.x ``TransformerBridge``)
-and
-builds the helpers below, which later lessons import:
+and builds the helpers below, which later lessons import:
 
 * ``embed``, ``attention_z``, ``head_outputs``, ``block_forward``, ``forward_from_parts``: the
-  forward
-  pass rebuilt from the model's parts;
+  forward pass rebuilt from the model's parts;
 * ``decompose_resid``: the final residual as a sum of ``embed`` + every ``attn_out`` + every
   ``mlp_out``;
 * ``direct_logit_attribution`` and ``logit_lens``, with ``plot_direct_logit_attribution``,
@@ -164,11 +162,9 @@ def direct_logit_attribution(
 
     The final RMSNorm divides the whole stream by one number per position (``ln_final.hook_scale``);
     freezing that number makes the map from stream to logits linear, so the logit splits into one
-    term
-    per component: ``(component / scale) * ln_final.w @ W_U[:, token]``. The terms plus
-    ``b_U[token]``
-    sum to the model's logit. "Direct" means the path straight to the unembedding: what a component
-    does through later layers is not counted.
+    term per component: ``(component / scale) * ln_final.w @ W_U[:, token]``. The terms plus
+    ``b_U[token]`` sum to the model's logit. "Direct" means the path straight to the unembedding:
+    what a component does through later layers is not counted.
     """
     direction = model.ln_final.w * model.W_U[:, token_id]  # [d_model]
     return (components / final_scale) @ direction
@@ -333,10 +329,8 @@ def logit_lens_explorer(
     """A layer slider showing the top-k tokens of the logit lens after the chosen number of blocks.
 
     Returns an ipywidgets ``VBox`` (slider + table) when ipywidgets is installed and ``static`` is
-    not
-    True; otherwise (no ipywidgets, or ``static=True`` for a render without a kernel, such as
-    GitHub)
-    a matplotlib figure with the top tokens after every block, so nothing is lost.
+    not True; otherwise (no ipywidgets, or ``static=True`` for a render without a kernel, such as
+    GitHub) a matplotlib figure with the top tokens after every block, so nothing is lost.
     The table is an HTML widget updated in place, so the slider works without a display round-trip.
     """
     if not static:

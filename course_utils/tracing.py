@@ -8,36 +8,28 @@ back. A state that restores much of it carries the fact at that (layer, token).
 Two engines give the same numbers (tested to 1e-5):
 
 * ``trace_reference`` follows ROME's loop literally: for every (layer, token) cell, one forward pass
-  of
-  the TransformerBridge over a batch of noise samples, with a noise hook on ``hook_embed`` and a
-  restore
-  hook at the traced layer(s). Easy to read, slow: ``n_layers × n_tokens`` full forward passes.
+  of the TransformerBridge over a batch of noise samples, with a noise hook on ``hook_embed`` and a
+  restore hook at the traced layer(s). Easy to read, slow: ``n_layers × n_tokens`` full forward
+  passes.
 * ``trace`` (the fast engine) runs the model's own weights directly and skips work that cannot
-  change:
-  a restore at layer l leaves layers before l untouched, and with causal attention it leaves
-  positions
-  before the restored token untouched. So for a restored token t it computes only positions t..end,
-  reads the keys and values of earlier positions from the cached corrupted run, starts each cell at
-  the
-  first layer it changes, batches all layers of one token into one growing batch, and unembeds only
-  the
-  last position. Restores before the first subject token change nothing, so they are not run.
-  Smaller savings, each measured (benchmarks/tracing.py): the final block runs its queries and MLP
-  at
-  the last position only; the first block of an MLP/attention window changes only the restored
-  position, so it is worked out for that position alone; cells whose runs are still identical
-  (windows
-  clipped at layer 0) share rows; a hidden restore at the first subject token makes that position
-  clean
-  for good, so it joins the cached prefix. What is left is matrix products running near this CPU's
-  measured peak, which no reordering removes: the remaining work is the trace itself.
+  change: a restore at layer l leaves layers before l untouched, and with causal attention it leaves
+  positions before the restored token untouched. So for a restored token t it computes only
+  positions t..end, reads the keys and values of earlier positions from the cached corrupted run,
+  starts each cell at the first layer it changes, batches all layers of one token into one growing
+  batch, and unembeds only the last position. Restores before the first subject token change
+  nothing, so they are not run. Smaller savings, each measured (benchmarks/tracing.py): the final
+  block runs its queries and MLP at the last position only; the first block of an MLP/attention
+  window changes only the restored position, so it is worked out for that position alone; cells
+  whose runs are still identical (windows clipped at layer 0) share rows; a hidden restore at the
+  first subject token makes that position clean for good, so it joins the cached prefix. What is
+  left is matrix products running near this CPU's measured peak, which no reordering removes: the
+  remaining work is the trace itself.
 
 Why not the bridge's ``start_at_layer``? Profiling showed it saves nothing: TransformerBridge feeds
-the
-given residual to the Hugging Face model as ``inputs_embeds``, the HF forward runs every block from
-0,
-and block L swaps the residual back in (``BlockBridge._maybe_inject_start_residual``), so blocks
-0..L-1 still run. The fast engine therefore uses the weights of ``model.original_model`` directly.
+the given residual to the Hugging Face model as ``inputs_embeds``, the HF forward runs every block
+from 0, and block L swaps the residual back in (``BlockBridge._maybe_inject_start_residual``), so
+blocks 0..L-1 still run. The fast engine therefore uses the weights of ``model.original_model``
+directly.
 
 Noise (ROME's rule, the default): Gaussian with standard deviation 3 × the std of the subject-token
 embeddings over a dataset of subjects — here the course's shipped facts (``rome_noise_scale``). Pass
@@ -49,8 +41,7 @@ and, with a ``foil``, the logit difference logit(answer) − logit(foil) (``Trac
 
 Kinds (ROME's names): ``"hidden"`` restores the residual stream after block l (``hook_resid_post``);
 ``"mlp"`` and ``"attn"`` restore the MLP / attention outputs of a window of ``window`` layers
-centred
-on l (ROME: 10), at one token.
+centred on l (ROME: 10), at one token.
 """
 
 from __future__ import annotations
@@ -82,8 +73,7 @@ DEFAULT_SEED = 0
 
 def subject_token_span(model, prompt: str, subject: str) -> tuple[int, int]:
     """``(start, stop)``: the positions of ``subject``'s tokens in ``model.to_tokens(prompt)`` (BOS
-    at 0),
-    from ``course_utils.facts.subject_token_span`` (lesson 03), as a contiguous range."""
+    at 0), from ``course_utils.facts.subject_token_span`` (lesson 03), as a contiguous range."""
     positions = facts_subject_token_span(model, prompt, subject)
     return positions[0], positions[-1] + 1
 
@@ -102,12 +92,9 @@ def subject_embedding_std(model, subjects: list[str]) -> float:
 
 def rome_noise_scale(model, subjects: list[str] | None = None) -> float:
     """ROME's noise level: ``NOISE_MULTIPLIER`` (3) × the std of subject-token embeddings over a
-    dataset
-    of subjects; by default the subjects of the course's known facts
-    (``course_utils/data/facts.json``).
-    This is ``trace()``'s default. (3 × the std of one subject's own tokens differs: 0.354 for the
-    Eiffel
-    Tower against 0.342 over the shipped facts.)"""
+    dataset of subjects; by default the subjects of the course's known facts
+    (``course_utils/data/facts.json``). This is ``trace()``'s default. (3 × the std of one subject's
+    own tokens differs: 0.354 for the Eiffel Tower against 0.342 over the shipped facts.)"""
     if subjects is None:
         subjects = [fact["subject"] for fact in load_facts()]
     return NOISE_MULTIPLIER * subject_embedding_std(model, subjects)
@@ -175,9 +162,8 @@ class TraceSettings:
 @dataclass
 class TraceResult:
     """A causal trace. ``scores[layer, pos]`` is p(answer) with that cell restored, averaged over
-    the
-    noise samples (NaN for cells that were not traced). ``log_scores`` is the mean over samples of
-    log p(answer); ``logit_diffs`` the mean of logit(answer) − logit(foil) when a foil was given.
+    the noise samples (NaN for cells that were not traced). ``log_scores`` is the mean over samples
+    of log p(answer); ``logit_diffs`` the mean of logit(answer) − logit(foil) when a foil was given.
     ``clean``/``corrupted`` hold the three metrics of the clean run and of the corrupted run."""
 
     prompt: str
@@ -202,9 +188,8 @@ class TraceResult:
 
     def effect(self, metric: str = "prob") -> Float[Tensor, "layer pos"]:
         """Restored minus corrupted, in ``metric``: ``"prob"`` (ROME's indirect effect),
-        ``"log_prob"``
-        (mean log p(answer)) or ``"logit_diff"`` (mean logit(answer) − logit(foil); needs a
-        foil)."""
+        ``"log_prob"`` (mean log p(answer)) or ``"logit_diff"`` (mean logit(answer) − logit(foil);
+        needs a foil)."""
         return self.metric_scores(metric) - self.corrupted[metric]
 
     def metric_scores(self, metric: str = "prob") -> Float[Tensor, "layer pos"]:
@@ -230,8 +215,7 @@ def plot_trace(result: TraceResult, ax=None, title: str | None = None):
     """ROME-style heatmap: tokens down, layers across, colour = p(answer) with that cell restored.
 
     The colour scale starts at the corrupted baseline (white = restoring does nothing); subject
-    tokens
-    are starred. Returns the matplotlib figure."""
+    tokens are starred. Returns the matplotlib figure."""
     import matplotlib.pyplot as plt
 
     cmap = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}[result.settings.kind]
@@ -389,8 +373,7 @@ def trace_reference(
     progress: bool = False,
 ) -> TraceResult:
     """Causal trace the way ROME's code does it: one forward pass (batched over noise samples) per
-    cell.
-    Arguments as for ``trace``."""
+    cell. Arguments as for ``trace``."""
     tokens, answer_id, foil_id, span, noise, settings = _prepare(
         model, prompt, subject, answer, kind, samples, noise_scale, seed, window, noise, foil
     )
@@ -516,16 +499,13 @@ def _block(
     last_only: bool = False,
 ):
     """One decoder block for query positions ``start..start+q-1`` (x: [batch, q, d_model]),
-    attending to
-    ``k_prefix``/``v_prefix`` (positions 0..start-1, [batch, n_kv, start, d_head]) and to
-    themselves.
+    attending to ``k_prefix``/``v_prefix`` (positions 0..start-1, [batch, n_kv, start, d_head]) and
+    to themselves.
 
     ``attn_patch``/``mlp_patch``: ``(rows, value)``; sets the sub-layer output at the first query
     position of those batch rows to ``value`` (a restore). ``last_only``: the caller needs the
-    output
-    at the last position only (the final block), so queries, attention output and MLP run there
-    alone;
-    a patch then applies only when the first query position is the last one.
+    output at the last position only (the final block), so queries, attention output and MLP run
+    there alone; a patch then applies only when the first query position is the last one.
     Returns (x, keys, values, attn_out, mlp_out) of the computed positions.
     """
     p = w.blocks[layer]
@@ -617,14 +597,11 @@ def _cell_schedule(
     """Where a restored run first differs from the corrupted one, and how.
 
     Returns ``(birth, entry, patched)``: the run equals the corrupted run before block ``birth``
-    except at
-    ``pos``, where its state entering block ``birth`` is ``entry`` ([sample, d_model]); ``patched``
-    is the
-    range of later blocks whose sub-layer output at ``pos`` is restored. For MLP and attention kinds
-    the
-    first restored block is worked out here: it changes only position ``pos`` (later positions read
-    the
-    block's unchanged input), so the restored run starts one block later."""
+    except at ``pos``, where its state entering block ``birth`` is ``entry`` ([sample, d_model]);
+    ``patched`` is the range of later blocks whose sub-layer output at ``pos`` is restored. For MLP
+    and attention kinds the first restored block is worked out here: it changes only position
+    ``pos`` (later positions read the block's unchanged input), so the restored run starts one block
+    later."""
     if kind == "hidden":
         return layer + 1, clean.resid[layer + 1][0, pos], range(0)
     restored = window_layers(layer, w.n_layers, kind, window)
@@ -643,12 +620,11 @@ def _trace_position(
     w, clean, corrupted, pos, layers, kind, window, answer_id, foil_id, samples, clean_prefix=False
 ):
     """Readouts [3, len(layers)] (see ``_readout``, averaged over samples) of the cells (layer, pos)
-    for every layer in ``layers``, all in one batch that grows as
-    cells are born (block by block) and shares rows between cells whose runs are still identical.
+    for every layer in ``layers``, all in one batch that grows as cells are born (block by block)
+    and shares rows between cells whose runs are still identical.
 
     ``clean_prefix`` (hidden states at the first noised position only): every position up to ``pos``
-    is
-    clean after the restore, so ``pos`` joins the cached prefix of keys and values and only later
+    is clean after the restore, so ``pos`` joins the cached prefix of keys and values and only later
     positions are computed."""
     n_layers, n_pos = w.n_layers, corrupted.resid[0].shape[1]
     first = pos + 1 if clean_prefix else pos  # first computed position
@@ -755,12 +731,12 @@ def trace(
 
     kind: ``"hidden"``, ``"mlp"`` or ``"attn"``; samples: noise samples per cell (ROME: 10);
     noise_scale: std of the added noise (default: ROME's rule, ``rome_noise_scale(model)``: 3 × the
-    std
-    of subject-token embeddings over the course's facts); seed: seeds the noise (``make_noise``);
-    noise: an explicit tensor [sample, n_subject_tokens, d_model] added to the subject's embeddings
-    instead (then ``samples``/``seed`` are ignored and ``noise_scale`` must be None);
-    foil: a competing answer (" Rome"); the result then also holds logit(answer) − logit(foil);
-    window: layers restored around each MLP/attention cell; layers/positions: trace only these.
+    std of subject-token embeddings over the course's facts); seed: seeds the noise
+    (``make_noise``); noise: an explicit tensor [sample, n_subject_tokens, d_model] added to the
+    subject's embeddings instead (then ``samples``/``seed`` are ignored and ``noise_scale`` must be
+    None); foil: a competing answer (" Rome"); the result then also holds logit(answer) −
+    logit(foil); window: layers restored around each MLP/attention cell; layers/positions: trace
+    only these.
     """
     return _trace_kinds(
         model,
@@ -798,8 +774,7 @@ def trace_all_kinds(
     progress: bool = True,
 ) -> dict[str, TraceResult]:
     """``{"hidden": ..., "mlp": ..., "attn": ...}`` from the fast engine with the same settings and
-    the
-    same noise; the clean and corrupted runs are computed once for all three."""
+    the same noise; the clean and corrupted runs are computed once for all three."""
     return _trace_kinds(
         model,
         prompt,
@@ -922,14 +897,12 @@ def attribution_patching(
     For each noise sample s, restoring cell (l, t) changes the residual there by
     ``delta_s = clean[l, t] - corrupted_s[l, t]``; to first order the sample's metric m_s changes by
     ``grad_s[l, t] · delta_s``, where ``grad_s`` is the gradient of m_s in the corrupted run.
-    Averaged
-    over samples, like the exact trace. One forward and one backward pass in all.
+    Averaged over samples, like the exact trace. One forward and one backward pass in all.
 
     metric: ``"log_prob"`` (default), ``"logit_diff"`` (logit(answer) − logit(foil); needs ``foil``)
-    or
-    ``"prob"``. p(answer) is a poor choice when the corrupted p is near 0: the softmax is flat
-    there,
-    so the gradient, and with it the estimate, is far too small. Noise arguments as for ``trace``.
+    or ``"prob"``. p(answer) is a poor choice when the corrupted p is near 0: the softmax is flat
+    there, so the gradient, and with it the estimate, is far too small. Noise arguments as for
+    ``trace``.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")

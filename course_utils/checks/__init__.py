@@ -5,9 +5,8 @@ runs the learner's code on fixed inputs, compares the result with the truth (usu
 own forward pass, cached activations or a PyTorch built-in) and prints one line:
 
     ✅ 01.1 embed: matches hook_embed (max |diff| 0.0e+00 ≤ atol 1e-05) — visible checks only; hidden
-    tests run at grading
-    ❌ 01.1 embed: wrong shape: expected (1, 11, 576) [batch pos d_model], got (11, 576). Hint: keep
-    the batch dimension.
+    tests run at grading ❌ 01.1 embed: wrong shape: expected (1, 11, 576) [batch pos d_model], got
+    (11, 576). Hint: keep the batch dimension.
 
 A failing check raises ``CheckFailed`` (an ``AssertionError``) after printing, so nbgrader and the
 course grader count it as failed; its traceback is hidden by IPython so the learner sees the line.
@@ -55,8 +54,7 @@ class CheckFailed(AssertionError):
 
     def _render_traceback_(self) -> list[str]:
         """IPython calls this instead of printing a traceback: the ❌ line above says what is wrong
-        and
-        a traceback into the check's own code would only bury it."""
+        and a traceback into the check's own code would only bury it."""
         return [
             f"CheckFailed: {self.result.exercise} did not pass (see the ❌ line above); fix the "
             "exercise and re-run."

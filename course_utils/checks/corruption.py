@@ -1,10 +1,8 @@
 """Checks for lesson 03 (corrupting the input embeddings).
 
 The truth is computed without hooks: the Hugging Face model inside the bridge
-(``model.original_model``)
-is run on embeddings edited directly (``inputs_embeds``), so a check agrees with the learner only
-when
-their hook really changed what the model read.
+(``model.original_model``) is run on embeddings edited directly (``inputs_embeds``), so a check
+agrees with the learner only when their hook really changed what the model read.
 """
 
 from __future__ import annotations

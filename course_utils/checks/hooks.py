@@ -32,9 +32,8 @@ _FAKE_HOOK = SimpleNamespace(name="blocks.3.hook_resid_pre")
 
 
 # Success messages of model-based checks state the tolerance, not the measured difference: the
-# difference
-# between two forward passes can vary with the number of CPU threads, and strict nbval compares
-# outputs.
+# difference between two forward passes can vary with the number of CPU threads, and strict nbval
+# compares outputs.
 
 # ---- helpers -------------------------------------------------------------------------------------
 
@@ -169,8 +168,7 @@ def _clean(model, tokens, names):
     return logits, {n: cache[n].detach().clone() for n in names}
 
 
-# ---- 02.1-02.4: Python closures
-# --------------------------------------------------------------------
+# ---- 02.1-02.4: Python closures ------------------------------------------------------------------
 
 
 def check_multiplier_and_adder(fn, hidden: bool = False):
@@ -332,8 +330,7 @@ def check_position_scaler(fn, hidden: bool = False):
     run_check("02.4 make_position_scaler", body, hidden_tests=not hidden)
 
 
-# ---- 02.5: run_with_cache with a names filter
-# -----------------------------------------------------
+# ---- 02.5: run_with_cache with a names filter ----------------------------------------------------
 
 
 class _SpyModel:
@@ -354,9 +351,8 @@ class _SpyModel:
         return self._model.run_with_cache(*args, **kwargs)
 
     # grading: the learner's calls of these methods are recorded in their kernel, and the grader
-    # makes
-    # the same bookkeeping on its own spy (the stacked tensor itself is checked against its own
-    # truth)
+    # makes the same bookkeeping on its own spy (the stacked tensor itself is checked against its
+    # own truth)
     _rsl_record_methods = ("run_with_cache",)
 
     def _rsl_replay(self, method, *args, **kwargs):
@@ -642,8 +638,7 @@ def check_patch_from(fn, model, hidden: bool = False):
     run_check("02.8 make_patch_from", body, hidden_tests=not hidden)
 
 
-# ---- 02.9: hooks removed even after an exception
-# ---------------------------------------------------
+# ---- 02.9: hooks removed even after an exception -------------------------------------------------
 
 
 def _attached(model) -> int:

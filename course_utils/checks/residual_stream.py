@@ -2,9 +2,8 @@
 
 Each check runs the learner's function on fixed prompts and compares it with the model's own forward
 pass (``run_with_cache`` activations, ``model(tokens)``, the bridge's per-head ``hook_result``) or
-with an
-invariant (the components sum to the stream; the attributions sum to the logit). The truth for a
-prompt is computed once per model and kept, so a notebook's checks share a few forward passes.
+with an invariant (the components sum to the stream; the attributions sum to the logit). The truth
+for a prompt is computed once per model and kept, so a notebook's checks share a few forward passes.
 """
 
 from __future__ import annotations
@@ -558,10 +557,9 @@ def _zero_last_position(activation, hook):
 
 def check_logit_diff_dla(fn, model, hidden: bool = False):
     """fn(model, tokens, answer_id, foil_id, zeroed) -> Float[Tensor, " component"]: each
-    component's
-    direct attribution to logit(answer) - logit(foil) at the last position, in a forward pass where
-    the
-    hook ``zeroed`` (or none, if ``zeroed`` is None) is zeroed at the last position."""
+    component's direct attribution to logit(answer) - logit(foil) at the last position, in a forward
+    pass where the hook ``zeroed`` (or none, if ``zeroed`` is None) is zeroed at the last
+    position."""
     from ..predictions import answer_token_id
     from ..residual_stream import component_labels
 

@@ -101,10 +101,9 @@ def _init_worker(
 
 class UidPool:
     """Unprivileged uids for kernels, safe across concurrent batches: a uid is taken with an
-    exclusive
-    lock on ``<folder>/<uid>.lock`` (released by the system if the holder dies), and only when no
-    process of that uid exists and no account has it. Killing "every process of the uid" therefore
-    reaches only the kernel this batch started."""
+    exclusive lock on ``<folder>/<uid>.lock`` (released by the system if the holder dies), and only
+    when no process of that uid exists and no account has it. Killing "every process of the uid"
+    therefore reaches only the kernel this batch started."""
 
     def __init__(self, folder: str | None = None, first: int = FIRST_UID, count: int = UID_COUNT):
         self.first, self.count = first, count
@@ -393,8 +392,7 @@ def make_scratch(scratch: str, uid: int | None) -> tuple[str, int]:
         for folder in (scratch, os.path.join(scratch, "tmp")):
             os.chown(folder, uid, uid)
         # the record folder stays root's: the kernel may add files (sticky, not listable), and a
-        # file
-        # of root's inside keeps it from being emptied and removed
+        # file of root's inside keeps it from being emptied and removed
         with open(os.path.join(records, ".keep"), "w"):
             pass
         os.chmod(records, 0o1733)
@@ -451,8 +449,7 @@ def readable_model_cache(temp_root_parent: str, isolate: bool) -> str:
 
 def list_submissions(folder: Path) -> list[Path]:
     """Every entry below ``folder`` that is not a folder (links, pipes and sockets included: each
-    gets
-    a row saying why it was not graded); links to folders are not followed."""
+    gets a row saying why it was not graded); links to folders are not followed."""
     found = []
     for parent, dirs, files in os.walk(folder, followlinks=False):
         found.extend(Path(parent) / name for name in files)
@@ -471,8 +468,7 @@ def display_name(path: Path, folder: Path) -> str:
 
 def trusted_files(lesson: Lesson) -> list[Path]:
     """The files whose content decides a grade: the lesson's solution, the grader, the check
-    framework,
-    the lesson's check modules and the course modules its solution imports."""
+    framework, the lesson's check modules and the course modules its solution imports."""
     package = ROOT / "course_utils"
     files = {
         lesson.path,

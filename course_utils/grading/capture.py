@@ -162,8 +162,7 @@ class Recorder:
 
 def _records_methods(value) -> bool:
     """A spy object a check passes in (``course_utils.checks``), whose listed method calls the
-    grader
-    replays on its own spy (``_rsl_record_methods``, ``_rsl_replay``)."""
+    grader replays on its own spy (``_rsl_record_methods``, ``_rsl_replay``)."""
     cls = type(value)
     return str(getattr(cls, "__module__", "")).startswith("course_utils.checks") and isinstance(
         getattr(cls, "_rsl_record_methods", None), tuple

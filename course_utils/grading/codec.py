@@ -3,11 +3,11 @@
 The kernel encodes what a learner's function returned (and the arguments it was called with) as
 JSON plus one binary blob for tensor bytes. The grader decodes that into fresh built-in objects
 (``torch.Tensor``, ``list``, ``tuple``, ``dict``, ``str``, ``int``, ``float``, ``bool``, ``None``),
-so
-nothing the student defined (a class whose ``__eq__`` is always true, a tensor subclass, an object
-with a lying ``__repr__``) exists on the grader's side. Anything else arrives as an ``Opaque``
-placeholder that only knows its type name, and a callable as a ``{"__callable__": handle}`` that the
-grader replays from the recorded calls. Decoding is defensive: sizes, depth and dtypes are checked.
+so nothing the student defined (a class whose ``__eq__`` is always true, a tensor subclass, an
+object with a lying ``__repr__``) exists on the grader's side. Anything else arrives as an
+``Opaque`` placeholder that only knows its type name, and a callable as a ``{"__callable__":
+handle}`` that the grader replays from the recorded calls. Decoding is defensive: sizes, depth and
+dtypes are checked.
 
 This module is imported inside the student kernel too, so it must not import torch at module level.
 """
@@ -152,9 +152,9 @@ class Encoder:
 def _is_function(value) -> bool:
     """Functions, methods, partials, builtins, and the learner's own callables: a class (a factory
     written as a class) or an object with ``__call__`` of a class defined in the notebook. A
-    library's
-    callable object (the model, a hook point, a context manager made by ``@contextmanager``) is sent
-    by type instead: wrapping it in a function would change what the check sees."""
+    library's callable object (the model, a hook point, a context manager made by
+    ``@contextmanager``) is sent by type instead: wrapping it in a function would change what the
+    check sees."""
     import functools
     import inspect
 

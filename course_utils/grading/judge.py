@@ -260,8 +260,7 @@ class _ReplayState:
 
 def _read_regular(name: str, dir_fd: int, limit: int) -> bytes | None:
     """The bytes of ``name`` in the folder ``dir_fd``: a regular file only, never through a link,
-    never
-    blocking on a FIFO or device, at most ``limit`` bytes (checked on the open descriptor)."""
+    never blocking on a FIFO or device, at most ``limit`` bytes (checked on the open descriptor)."""
     import stat
 
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
@@ -383,9 +382,8 @@ class Judge:
 
         A cell whose check observes effects the records cannot carry (hooks left on the model, calls
         on a spy object) fails this self-test; the grader then falls back to the kernel's verdict
-        for
-        that cell and says so. The decision uses only trusted code and data, so a submission cannot
-        switch a cell to the weaker mode.
+        for that cell and says so. The decision uses only trusted code and data, so a submission
+        cannot switch a cell to the weaker mode.
         """
         import tempfile
 
@@ -438,8 +436,7 @@ class Judge:
         ``timeout``.
 
         ``budget`` is shared by the cells of one submission; ``seed`` is the grading seed the
-        kernel's
-        hidden tests drew their inputs from (``checks.grading_seed``)."""
+        kernel's hidden tests drew their inputs from (``checks.grading_seed``)."""
         from .. import checks
 
         budget = budget or Budget()

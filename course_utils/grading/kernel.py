@@ -70,8 +70,7 @@ class KernelSession:
 
     def start(self, timeout: float) -> None:
         # the kernel's own stdout/stderr: a file in its scratch folder (capped by RLIMIT_FSIZE), so
-        # a
-        # raw os.write(1, ...) never reaches the grader's terminal or log
+        # a raw os.write(1, ...) never reaches the grader's terminal or log
         log = os.open(
             os.path.join(self.scratch, "kernel.log"),
             os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -178,8 +177,7 @@ def kill_uid(uid: int | None) -> None:
 
 class MemoryCgroup:
     """A memory cgroup for one kernel: the cap holds for its whole process tree, and ``kill``
-    reaches
-    exactly the processes in it. Made below the grader's own cgroup (cgroup v2, else v1
+    reaches exactly the processes in it. Made below the grader's own cgroup (cgroup v2, else v1
     ``memory``)."""
 
     def __init__(self, path: str, level: str):

@@ -2,10 +2,9 @@
 submissions.
 
 ``Lesson`` lists the graded cells (nbgrader ``grade`` cells: exercise checks, and quiz questions
-when
-their ``grade_id`` starts with ``quiz``) with their full trusted source, hidden tests included, and
-which names in each of them the learner controls (the "learner names", found by a taint analysis:
-names defined in exercise cells, and names computed from them in later cells).
+when their ``grade_id`` starts with ``quiz``) with their full trusted source, hidden tests included,
+and which names in each of them the learner controls (the "learner names", found by a taint
+analysis: names defined in exercise cells, and names computed from them in later cells).
 
 ``read_submission`` turns one input file into a notebook or a clear error; ``kernel_plan`` lists the
 cells a submission's kernel runs: the student's own cells, with every graded cell replaced by (or,

@@ -10,10 +10,9 @@ manager uses it instead of the plain ``ipykernel_launcher`` command. In order:
    only an allow-list, bound read-only (the system's programs and libraries, Python, the virtual
    environment, the course package ``course_utils`` alone, the model cache) and the submission's own
    scratch folder, read-write; nothing else on the machine (the solutions, tests, git history,
-   another
-   clone of the course, home folders, the submissions and results) exists in it. Then a private
-   network namespace (no network; the kernel talks to the grader over Unix sockets), ``chroot``,
-   ``no_new_privs`` and a switch to an unprivileged uid reserved for this kernel;
+   another clone of the course, home folders, the submissions and results) exists in it. Then a
+   private network namespace (no network; the kernel talks to the grader over Unix sockets),
+   ``chroot``, ``no_new_privs`` and a switch to an unprivileged uid reserved for this kernel;
 3. resource limits: address space (``RLIMIT_AS``), file size, core dumps, processes;
 4. ``exec`` of ``ipykernel_launcher`` with a copy of the connection file it can read.
 
