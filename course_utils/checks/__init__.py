@@ -4,9 +4,8 @@ Every exercise in a lesson is followed by a cell such as ``checks.check_embed(em
 runs the learner's code on fixed inputs, compares the result with the truth (usually the model's
 own forward pass, cached activations or a PyTorch built-in) and prints one line:
 
-    ✅ 01.1 embed: matches hook_embed (max |diff| 0.0e+00 ≤ atol 1e-05) — visible checks only; hidden
-    tests run at grading ❌ 01.1 embed: wrong shape: expected (1, 11, 576) [batch pos d_model], got
-    (11, 576). Hint: keep the batch dimension.
+    ✅ 01.1 embed: matches hook_embed (max |diff| 0.0e+00 ≤ atol 1e-05) — visible checks only; hidden tests run at grading
+    ❌ 01.1 embed: wrong shape: expected (1, 11, 576) [batch pos d_model], got (11, 576). Hint: keep the batch dimension.
 
 A failing check raises ``CheckFailed`` (an ``AssertionError``) after printing, so nbgrader and the
 course grader count it as failed; its traceback is hidden by IPython so the learner sees the line.

@@ -4,8 +4,7 @@ Run as ``python -m course_utils.grading.sandbox CONFIG_JSON CONNECTION_FILE``; t
 manager uses it instead of the plain ``ipykernel_launcher`` command. In order:
 
 1. the memory cgroup the grader made for this kernel (``config["cgroup"]``): joined first, so the
-  cap
-   holds for the kernel and every process it starts, together;
+   cap holds for the kernel and every process it starts, together;
 2. when running as root on Linux: a private mount namespace whose root is an empty tmpfs holding
    only an allow-list, bound read-only (the system's programs and libraries, Python, the virtual
    environment, the course package ``course_utils`` alone, the model cache) and the submission's own
