@@ -1,4 +1,5 @@
-"""Benchmark: grade N submissions of lesson 00 (default 50) and print wall time and submissions/minute.
+"""Benchmark: grade N submissions of lesson 00 (default 50) and print wall time and
+submissions/minute.
 
     .venv/bin/python benchmarks/grading.py [--n 50] [--workers 0]
 

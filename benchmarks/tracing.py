@@ -60,7 +60,8 @@ def main() -> None:
     common = (model, fact["prompt"], fact["subject"], fact["answer"], args.kind)
     print(
         f"fact: {fact['prompt']!r} -> {fact['answer']!r}; subject {fact['subject']!r}; "
-        f"{model.to_tokens(fact['prompt']).shape[1]} tokens; torch threads {torch.get_num_threads()}"
+        f"{model.to_tokens(fact['prompt']).shape[1]} tokens; torch threads "
+        f"{torch.get_num_threads()}"
     )
     tracing.trace(*common, noise_scale=scale, layers=[0], positions=[1], progress=False)  # warm-up
 
@@ -111,11 +112,14 @@ def main() -> None:
             elapsed = time.perf_counter() - start
         peak = sgemm_peak()
         print(
-            f"all three kinds, trace_all_kinds (shared clean/corrupted runs): {elapsed:.1f} s, of which matrix products "
-            f"{count['flop'] / 1e12:.2f} TFLOP in {count['seconds']:.1f} s ({count['flop'] / count['seconds'] / 1e9:.0f} GFLOP/s)"
+            f"all three kinds, trace_all_kinds (shared clean/corrupted runs): {elapsed:.1f} s, of "
+            "which matrix products "
+            f"{count['flop'] / 1e12:.2f} TFLOP in {count['seconds']:.1f} s "
+            f"({count['flop'] / count['seconds'] / 1e9:.0f} GFLOP/s)"
         )
         print(
-            f"this CPU's float32 matrix-product peak, measured now: {peak / 1e9:.0f} GFLOP/s, so the matrix products "
+            f"this CPU's float32 matrix-product peak, measured now: {peak / 1e9:.0f} GFLOP/s, so "
+            "the matrix products "
             f"alone need at least {count['flop'] / peak:.1f} s"
         )
 

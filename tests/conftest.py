@@ -15,8 +15,8 @@ def solution_functions():
     """Load the code a learner writes from its one source, the lesson's solution notebook.
 
     ``solution_functions("02_hooks", {"torch": torch})`` runs every exercise cell of
-    ``solutions/02_hooks.ipynb`` (solutions included) in a copy of the given namespace, which must hold
-    what those cells use from the notebook's imports, and returns that namespace.
+    ``solutions/02_hooks.ipynb`` (solutions included) in a copy of the given namespace, which must
+    hold what those cells use from the notebook's imports, and returns that namespace.
     """
     import nbformat
 

@@ -1,4 +1,5 @@
-"""Tests for course_utils/checks/__init__.py (the framework) and checks/first_look.py (lesson 00)."""
+"""Tests for course_utils/checks/__init__.py (the framework) and checks/first_look.py (lesson
+00)."""
 
 import warnings
 

@@ -1,10 +1,11 @@
 """Colab, simulated end to end: a clean virtual environment with only what Colab preinstalls that
-matters here (torch, the Jupyter kernel), a fake `google.colab` module imported at start-up as on Colab,
-then each solution notebook executed top to bottom. Its setup cell must clone the course (here: this
-repository's committed HEAD), install everything else the notebook needs, and the notebook must finish
-with no error.
+matters here (torch, the Jupyter kernel), a fake `google.colab` module imported at start-up as on
+Colab, then each solution notebook executed top to bottom. Its setup cell must clone the course
+(here: this repository's committed HEAD), install everything else the notebook needs, and the
+notebook must finish with no error.
 
-Slow (a fresh environment and one run of every lesson); it needs PyPI or pip's cache for the packages.
+Slow (a fresh environment and one run of every lesson); it needs PyPI or pip's cache for the
+packages.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def colab_env(tmp_path_factory):
         text=True,
     )
     if done.returncode != 0:
-        message = f"could not build the simulated Colab environment (no package index?):\n{done.stderr[-2000:]}"
+        message = (
+            "could not build the simulated Colab environment (no package "
+            f"index?):\n{done.stderr[-2000:]}"
+        )
         if os.environ.get("RSL_REQUIRE_E2E") == "1":  # set by .ci/run
             pytest.fail(message)
         pytest.skip(message)

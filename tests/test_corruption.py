@@ -17,7 +17,8 @@ EIFFEL = "The Eiffel Tower is located in the city of"
 
 @pytest.fixture(scope="module")
 def lesson03(solution_functions):
-    """The three functions lesson 03's learner writes, from solutions/03_corruption_quizzes.ipynb."""
+    """The three functions lesson 03's learner writes, from
+    solutions/03_corruption_quizzes.ipynb."""
     return solution_functions(
         "03_corruption_quizzes",
         {

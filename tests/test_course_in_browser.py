@@ -1,8 +1,8 @@
 """End-to-end: real JupyterLab, driven in headless Chromium, runs every notebook of the course.
 
 For each solution and student notebook (in a temporary copy, so the repository is never modified):
-open it in JupyterLab, run all cells through JupyterLab's own command, save, and read the saved file.
-Solutions must finish with no error output; student notebooks must stop at an exercise stub
+open it in JupyterLab, run all cells through JupyterLab's own command, save, and read the saved
+file. Solutions must finish with no error output; student notebooks must stop at an exercise stub
 (NotImplementedError or a failed check), never elsewhere; notebooks whose solutions show ipywidgets
 must render widget DOM. A screenshot of each notebook is saved in artifacts/browser/.
 
@@ -35,7 +35,10 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's text
 STUB_ERRORS = {"NotImplementedError", "CheckFailed", "NameError"}
 
-MISSING = "Debian's chromium and chromium-driver are not installed (`apt-get install chromium chromium-driver`; .ci/run does it)"
+MISSING = (
+    "Debian's chromium and chromium-driver are not installed (`apt-get install chromium "
+    "chromium-driver`; .ci/run does it)"
+)
 REQUIRED = (
     os.environ.get("RSL_REQUIRE_E2E") == "1"
 )  # set by .ci/run: CI must not skip the browser run
@@ -161,7 +164,8 @@ app.commands.execute('notebook:run-all-cells')
 
 
 def _poll(driver, script: str, timeout: float, what: str):
-    """Run a short script every second until it returns something truthy (no long-blocking calls)."""
+    """Run a short script every second until it returns something truthy (no long-blocking
+    calls)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = driver.execute_script(script)
@@ -219,8 +223,8 @@ def _errors(nb):
 
 
 def _shows_widgets(nb) -> bool:
-    """Whether the lesson displays interactive widgets (a slider, a quiz); progress bars do not count:
-    they close themselves when their loop ends."""
+    """Whether the lesson displays interactive widgets (a slider, a quiz); progress bars do not
+    count: they close themselves when their loop ends."""
     return any(
         WIDGET_MIME in output.get("data", {})
         and not PROGRESS_BAR.search(output["data"].get("text/plain", ""))

@@ -318,16 +318,16 @@ def test_nbgrader_generate_and_autograde(tmp_path):
         "c.CourseDirectory.course_id = 'residual-stream-lab'\n"
         "c.CourseDirectory.db_assignments = [dict(name='lesson00')]\n"
         "c.CourseDirectory.db_students = [dict(id='alice'), dict(id='bob')]\n"
-        # generous limits: on a loaded 2-core machine output can lag well behind nbclient's 4 s default
+        # generous limits: on a loaded 2-core machine output can lag well behind nbclient's 4 s
+        # default
         "c.Execute.timeout = 600\n"
         "c.Execute.iopub_timeout = 120\n"
         "c.Execute.startup_timeout = 300\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "PYTHON"))}
     env["JUPYTER_PATH"] = str(NBGRADER_VENV / "share" / "jupyter")
-    env["PATH"] = (
-        f"{NBGRADER_VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"  # nbgrader runs `alembic`
-    )
+    # nbgrader runs `alembic`
+    env["PATH"] = f"{NBGRADER_VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
 
     def run(*args):
         done = subprocess.run(

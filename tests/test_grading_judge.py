@@ -23,7 +23,8 @@ from course_utils.grading.lesson import GradeCell
 def record_and_judge(
     folder, source: str, learner: dict, kernel_seed=None, grader_seed=None
 ) -> judge_module.Verdict:
-    """Run ``source`` (a check cell) on ``learner``'s names as a kernel would, recording; then judge it."""
+    """Run ``source`` (a check cell) on ``learner``'s names as a kernel would, recording; then judge
+    it."""
     folder.mkdir(parents=True, exist_ok=True)
     names = sorted(learner)
     cell = GradeCell("cell", 0, source, 1.0, "ex", names)
@@ -114,7 +115,8 @@ def test_numpy_values_and_callable_objects_round_trip():
     assert len(handles) == 3
 
 
-# ---------------------------------------------------------------- class 4: points that cannot be forged
+# ---------------------------------------------------------------- class 4: points that cannot be
+# forged
 
 
 def test_learner_code_cannot_read_the_truth_from_the_call_stack(tmp_path):
@@ -154,7 +156,8 @@ def lookup_lambda(multiplier):
 
 def test_a_lookup_table_of_the_fixed_hidden_inputs_fails_at_grading(tmp_path):
     source = HIDDEN.format("multiplier_and_adder_lambda", "multiplier_and_adder_lambda")
-    # in a notebook (no grading seed) the fixed hidden inputs are unchanged, so the table covers them
+    # in a notebook (no grading seed) the fixed hidden inputs are unchanged, so the table covers
+    # them
     hooks.check_multiplier_and_adder_lambda(lookup_lambda, hidden=True)
     verdict = record_and_judge(
         tmp_path, source, {"multiplier_and_adder_lambda": lookup_lambda}, 11, 11
@@ -191,7 +194,8 @@ def test_hidden_inputs_depend_on_the_grading_seed():
     assert drawn[None] is None and drawn[1] != drawn[2]
 
 
-# ---------------------------------------------------------------- class 2: records cannot reach the grader
+# ---------------------------------------------------------------- class 2: records cannot reach the
+# grader
 
 
 def _write_record(folder, record: dict, blob: bytes = b"") -> None:
@@ -400,9 +404,9 @@ def test_a_hook_cannot_read_the_truth_from_the_call_stack(tmp_path, model):
 
 @pytest.mark.slow
 def test_lesson02_graded_cells_are_replayed_except_temporary_hooks():
-    """The replay self-test on the solution decides, per lesson, which cells the grader decides itself;
-    only 02.9 (hooks left attached to the model) still needs the kernel's verdict, and the batch counts
-    its points in the CSV's kernel_trusted_points column."""
+    """The replay self-test on the solution decides, per lesson, which cells the grader decides
+    itself; only 02.9 (hooks left attached to the model) still needs the kernel's verdict, and the
+    batch counts its points in the CSV's kernel_trusted_points column."""
     from course_utils.grading.lesson import load_lesson
 
     judge = Judge(load_lesson("02_hooks"))

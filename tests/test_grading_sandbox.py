@@ -1,6 +1,6 @@
-"""The isolated kernel (course_utils.grading.sandbox, kernel): an allow-list file system, a memory cap
-for the whole process tree, its own stdout/stderr, and a kill that reaches exactly its processes.
-Needs root on Linux (skipped otherwise); starts one small kernel, no model."""
+"""The isolated kernel (course_utils.grading.sandbox, kernel): an allow-list file system, a memory
+cap for the whole process tree, its own stdout/stderr, and a kill that reaches exactly its
+processes. Needs root on Linux (skipped otherwise); starts one small kernel, no model."""
 
 from __future__ import annotations
 
@@ -129,7 +129,8 @@ def test_isolated_kernel(kernel, tmp_path, capfd):
     assert "RSL-SANDBOX-FD-MARKER" not in captured.out + captured.err
     assert "RSL-SANDBOX-FD-MARKER" in open(os.path.join(scratch, "kernel.log")).read()
 
-    # a kernel that deletes or renames its home keeps its records (and cannot list or empty the folder)
+    # a kernel that deletes or renames its home keeps its records (and cannot list or empty the
+    # folder)
     attack = (
         "import os, shutil\nfrom course_utils.grading.capture import Recorder\n"
         f"recorder = Recorder({records!r})\n"

@@ -23,7 +23,7 @@ def x():
     return torch.randn(3, 7, 5)
 
 
-# ---- course_utils.hooks on plain tensors -----------------------------------------------------------
+# ---- course_utils.hooks on plain tensors ---------------------------------------------------------
 
 
 def test_zero_ablation_zeroes_only_the_positions_and_leaves_its_input(x):
@@ -120,7 +120,7 @@ def test_activation_problems_are_explained(x):
         hooks.make_noise_hook([1], 1.0, seed=None)
 
 
-# ---- course_utils.hooks on the model ----------------------------------------------------------------
+# ---- course_utils.hooks on the model -------------------------------------------------------------
 
 
 def test_hook_names_and_clean_probability(model):
@@ -175,7 +175,7 @@ def test_attached_hook_count_sees_permanent_hooks(model):
     assert hooks.attached_hook_count(model) == 0
 
 
-# ---- the checks: pass on solutions, fail on wrong code ------------------------------------------------
+# ---- the checks: pass on solutions, fail on wrong code -------------------------------------------
 
 
 def not_implemented(*args, **kwargs):
@@ -208,7 +208,8 @@ def old_course_multiplier_and_adder(fixed_value):
 
 
 def test_closures_follow_the_tutorial(lesson02):
-    """The tutorial's values: multiplier_and_adder(10)(2, 3) == 16, and 98 over its list of tuples."""
+    """The tutorial's values: multiplier_and_adder(10)(2, 3) == 16, and 98 over its list of
+    tuples."""
     made = lesson02["multiplier_and_adder"](10)
     assert made(2, 3) == 16 and lesson02["multiplier_and_adder_lambda"](10)(2, 3) == 16
     assert (

@@ -1,6 +1,6 @@
-"""Tests of course_utils/quizzes.py: the bank keeps no readable keys, widgets and answer() both judge
-and record, graded cells fail on wrong answers, predictions are recorded and never judged, bad input
-gives a message instead of a traceback."""
+"""Tests of course_utils/quizzes.py: the bank keeps no readable keys, widgets and answer() both
+judge and record, graded cells fail on wrong answers, predictions are recorded and never judged, bad
+input gives a message instead of a traceback."""
 
 import json
 

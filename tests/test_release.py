@@ -64,8 +64,8 @@ def test_bundle_has_no_answer_or_hidden_test_text(bundle):
                 if len(normal(body).splitlines()) >= 3:
                     answers.append(normal(body))
     assert answers
-    # the notebooks only: a course module may hold a helper later lessons use (course_utils.hooks has
-    # its own temporary_hooks), which the threat model lists as not defended
+    # the notebooks only: a course module may hold a helper later lessons use (course_utils.hooks
+    # has its own temporary_hooks), which the threat model lists as not defended
     everything = "\n".join(normal(p.read_text()) for p in _files(bundle / "notebooks"))
     leaked = [a for a in answers if a in everything]
     assert not leaked, leaked

@@ -52,17 +52,19 @@ def test_fast_equals_reference(model, scale, fact, kind):
         got, want = fast.metric_scores(metric), reference.metric_scores(metric)
         assert (got[layers][:, positions] - want[layers][:, positions]).abs().max() <= 1e-4
     assert torch.isnan(fast.scores[1]).all()  # untraced layers stay NaN
-    # ROME's two sites: hidden states and MLP outputs at the last subject token bring back some of the
-    # answer; attention there does almost nothing (lesson 04 measures 0.02), its site is the last token.
+    # ROME's two sites: hidden states and MLP outputs at the last subject token bring back some of
+    # the answer; attention there does almost nothing (lesson 04 measures 0.02), its site is the
+    # last token.
     site = n_pos - 1 if kind == "attn" else stop - 1
     assert fast.scores[layers, site].max() > fast.corrupted_prob
 
 
 @pytest.mark.parametrize("kind", tracing.KINDS)
 def test_fast_full_rows_equal_reference_cells(model, scale, kind):
-    """All 30 layers of a token in one growing batch (cells share rows while their restores agree, e.g.
-    the MLP/attention windows clipped at layer 0; hidden restores at the first subject token move it into
-    the cached prefix): spot-check against ROME's loop, including the clipped windows 0..5 and layer 6."""
+    """All 30 layers of a token in one growing batch (cells share rows while their restores agree,
+    e.g. the MLP/attention windows clipped at layer 0; hidden restores at the first subject token
+    move it into the cached prefix): spot-check against ROME's loop, including the clipped windows
+    0..5 and layer 6."""
     prompt, subject, answer = FACTS[
         1
     ]  # "Japan": one subject token, so the first and last subject token
@@ -248,8 +250,8 @@ def test_attribution_patching_shape_and_zero_before_subject(model, scale):
         model, prompt, subject, answer, samples=2, noise_scale=scale
     )
     assert estimate.shape == (model.cfg.n_layers, model.to_tokens(prompt).shape[1])
-    # clean and corrupted states are equal there; only batch-size-dependent float rounding (~1e-9 with 2
-    # threads) remains, against effects of order 1e-2 at the subject
+    # clean and corrupted states are equal there; only batch-size-dependent float rounding (~1e-9
+    # with 2 threads) remains, against effects of order 1e-2 at the subject
     assert estimate[:, :start].abs().max() <= 1e-6
     assert estimate[:, start:].abs().max() > 1e-3
 
@@ -257,7 +259,8 @@ def test_attribution_patching_shape_and_zero_before_subject(model, scale):
 @pytest.mark.parametrize("metric", ["prob", "log_prob", "logit_diff"])
 def test_attribution_patching_averages_samples_once(model, scale, metric):
     """Two copies of the same noise sample must give the one-sample estimate: the estimate is a mean
-    over samples of each sample's own first-order change (dividing by the sample count twice fails)."""
+    over samples of each sample's own first-order change (dividing by the sample count twice
+    fails)."""
     prompt, subject, answer = FACTS[1]
     one = tracing.make_noise(1, 1, model.cfg.d_model, scale, seed=1)
     kwargs = dict(metric=metric, foil=" Kyoto")
@@ -270,8 +273,9 @@ def test_attribution_patching_averages_samples_once(model, scale, metric):
 
 
 def test_attribution_patching_of_the_final_state_is_first_order_exact_for_logit_diff(model, scale):
-    """The logit difference is linear in the final residual up to the final RMSNorm, so the estimate of
-    restoring the last position's final state is close to the exact effect (a check of the gradient's scale)."""
+    """The logit difference is linear in the final residual up to the final RMSNorm, so the estimate
+    of restoring the last position's final state is close to the exact effect (a check of the
+    gradient's scale)."""
     prompt, subject, answer = FACTS[1]
     n_pos = model.to_tokens(prompt).shape[1]
     kwargs = dict(samples=2, noise_scale=scale, seed=0, foil=" Kyoto")
@@ -305,7 +309,7 @@ def test_lesson_04_quiz_bank_is_built_from_its_spec():
         assert not quiz.evaluate(question["id"], wrong).passed
 
 
-# ---- checks: each must fail on the stub and on a plausible mistake --------------------------------
+# ---- checks: each must fail on the stub and on a plausible mistake -------------------------------
 
 
 def _stub(*args, **kwargs):

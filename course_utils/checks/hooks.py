@@ -653,7 +653,10 @@ def check_temporary_hooks(fn, model, hidden: bool = False):
     name = "blocks.2.hook_resid_post" if hidden else "hook_embed"
     rng = _drawn("02.9", hidden)
     if rng is not None:
-        name = f"blocks.{rng.randrange(model.cfg.n_layers)}.{rng.choice(['hook_resid_pre', 'hook_resid_post'])}"
+        name = (
+            f"blocks.{rng.randrange(model.cfg.n_layers)}."
+            f"{rng.choice(['hook_resid_pre', 'hook_resid_post'])}"
+        )
 
     class Boom(Exception):
         pass

@@ -476,7 +476,8 @@ def check_direct_logit_attribution(fn, model, hidden: bool = False):
                     ),
                 )
         return (
-            f"per-component values match, and they sum to the model's logit ({_within(atol, rtol)})",
+            f"per-component values match, and they sum to the model's logit "
+            f"({_within(atol, rtol)})",
             worst,
         )
 

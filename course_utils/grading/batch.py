@@ -6,8 +6,9 @@ memory cgroup, starts a fresh sandboxed kernel, runs the student's cells with th
 cells restored at the places of the student's check cells, kills the kernel (its cgroup and uid),
 and judges every graded cell in its own process from the kernel's records. A submission never stops
 the batch: anything that goes wrong becomes a row with zeros and a reason in the error column.
-Rows are written as they come (``LESSON.csv`` and ``LESSON.partial.jsonl``), so a crash loses nothing
-already graded; at the end the CSV is rewritten in file order and ``LESSON.json`` is written.
+Rows are written as they come (``LESSON.csv`` and ``LESSON.partial.jsonl``), so a crash loses
+nothing already graded; at the end the CSV is rewritten in file order and ``LESSON.json`` is
+written.
 """
 
 from __future__ import annotations

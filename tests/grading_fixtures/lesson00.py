@@ -1,7 +1,7 @@
 """Honest and hostile submissions of lesson 00, built from the student notebook by code.
 
-``write_submissions(folder)`` writes them and returns ``{file name: expected CSV row}`` where a row is
-``{grade_id: points, "total": points, "error": substring expected in the error column}``.
+``write_submissions(folder)`` writes them and returns ``{file name: expected CSV row}`` where a row
+is ``{grade_id: points, "total": points, "error": substring expected in the error column}``.
 Each hostile notebook attacks one thing; its docstring-like first comment says what.
 """
 
@@ -262,8 +262,8 @@ def _insert_after(nb, grade_id: str, *sources: str, before: bool = False) -> Non
 
 
 def scratch_and_helpers():
-    """honest: keeps a scratch copy of the exercise above it, leaves the stub in the exercise cell and
-    writes the answer in a new cell below it, and puts a helper in a cell of its own."""
+    """honest: keeps a scratch copy of the exercise above it, leaves the stub in the exercise cell
+    and writes the answer in a new cell below it, and puts a helper in a cell of its own."""
     nb = _lean(nbformat.read(STUDENT, as_version=4))
     stub_source = next(
         c.source
@@ -297,8 +297,8 @@ def _replace_check(nb, grade_id: str, source: str) -> None:
 
 
 def _lean(nb):
-    """Keep only the setup cell, the cell loading the model and the exercise/check cells: a student may
-    delete the rest, and it keeps the hostile set quick to grade."""
+    """Keep only the setup cell, the cell loading the model and the exercise/check cells: a student
+    may delete the rest, and it keeps the hostile set quick to grade."""
     code = [c for c in nb.cells if c.cell_type == "code"]
     keep = {id(code[0])} | {
         id(c) for c in code if "load_model(" in c.source or c.get("metadata", {}).get("nbgrader")
