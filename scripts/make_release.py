@@ -5,7 +5,8 @@ the course package and what installs it, and nothing an instructor keeps back: n
 (answers, hidden tests, plain quiz specs), no ``tests/`` (their fixtures hold answers), no grader
 (``course_utils/grading``, ``course_utils/grade.py``) and no authoring tools
 (``course_utils/exercises.py``, ``docs/``, ``scripts/``, ``tools/``). The sealed quiz banks
-(``course_utils/data/quizzes``) stay: a learner needs them, and they reveal whether an answer is right only when it is given.
+(``course_utils/data/quizzes``) stay: a learner needs them, and they reveal whether an answer is
+right only when it is given.
 """
 
 from __future__ import annotations
