@@ -126,8 +126,8 @@ def make_zero_ablation(positions: Positions) -> HookFn:
 def make_mean_ablation(mean: Tensor, positions: Positions) -> HookFn:
     """A hook replacing ``activation[:, positions]`` with ``mean``, the same for every batch item.
 
-    mean: Float[Tensor, " d_model"] (one vector for every position) or Float[Tensor, "n_positions
-    d_model"]
+    mean: Float[Tensor, " d_model"] (one vector for every position) or
+    Float[Tensor, "n_positions d_model"]
         (one per selected position); anything that broadcasts to ``activation[:, positions]``.
     activation: Float[Tensor, "batch pos ..."] -> the same shape, a new tensor.
     """
@@ -209,8 +209,8 @@ def make_noise_hook(
     seed: int | None = 0,
     generator: torch.Generator | None = None,
 ) -> HookFn:
-    """A hook adding Gaussian noise with standard deviation ``scale`` to ``activation[:,
-    positions]``.
+    """A hook adding Gaussian noise with standard deviation ``scale`` to
+    ``activation[:, positions]``.
 
     With ``seed`` (the default, 0) every forward pass gets the same noise, so a run repeats exactly;
     with a CPU ``generator`` each forward pass draws fresh noise from it (reproducible when you seed

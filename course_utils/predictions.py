@@ -20,8 +20,8 @@ from torch import Tensor
 
 
 def answer_token_id(model, answer: str) -> int:
-    """Token id of ``answer``, which must be a single token (mind the leading space: ``"
-    Paris"``)."""
+    """Token id of ``answer``, which must be a single token (mind the leading space:
+    ``" Paris"``)."""
     if not isinstance(answer, str) or not answer:
         raise ValueError(f"answer must be a non-empty string, got {answer!r}")
     ids = model.tokenizer.encode(answer, add_special_tokens=False)
@@ -72,8 +72,8 @@ def top_predictions(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
 
 
 def format_top(top: list[tuple[str, float]], digits: int = 3) -> str:
-    """One printable line from ``top_tokens`` / ``top_predictions``: ``' Paris' 0.753  ' T' 0.032
-    ...``."""
+    """One printable line from ``top_tokens`` / ``top_predictions``:
+    ``' Paris' 0.753  ' T' 0.032 ...``."""
     return "  ".join(f"{token!r} {p:.{digits}f}" for token, p in top)
 
 

@@ -52,8 +52,8 @@ def embed(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d
 def expand_kv_heads(
     kv: Float[Tensor, "batch pos n_kv_heads d_head"], n_heads: int
 ) -> Float[Tensor, "batch pos n_heads d_head"]:
-    """Grouped-query attention: query head ``h`` reads key/value head ``h // (n_heads //
-    n_kv_heads)``.
+    """Grouped-query attention: query head ``h`` reads key/value head
+    ``h // (n_heads // n_kv_heads)``.
 
     With 9 query heads and 3 key/value heads, heads 0-2 share KV head 0, heads 3-5 KV head 1, heads
     6-8 KV head 2: each KV head is repeated *in place* (``repeat_interleave``), not tiled.

@@ -258,8 +258,8 @@ def plot_trace(result: TraceResult, ax=None, title: str | None = None):
 def _prepare(
     model, prompt, subject, answer, kind, samples, noise_scale, seed, window, noise=None, foil=None
 ):
-    """Validated inputs of a trace: tokens [1, pos], answer/foil ids, span, noise [sample,
-    n_subject, d_model]."""
+    """Validated inputs of a trace: tokens [1, pos], answer/foil ids, span, noise
+    [sample, n_subject, d_model]."""
     _check_kind(kind)
     answer_id = answer_token_id(model, answer)  # raises a clear error when not a single token
     foil_id = None if foil is None else answer_token_id(model, foil)

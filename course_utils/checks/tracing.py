@@ -281,8 +281,8 @@ def check_trace_row(fn, model, hidden: bool = False):
 
 
 def check_trace_heatmap(fn, model, hidden: bool = False):
-    """fn(model, tokens, answer_id, noise_hook, clean_cache, kind, layers, samples) -> Float[Tensor,
-    "layer pos"]."""
+    """fn(model, tokens, answer_id, noise_hook, clean_cache, kind, layers, samples) ->
+    Float[Tensor, "layer pos"]."""
     samples = 2
 
     def body():

@@ -5,9 +5,9 @@ JSON plus one binary blob for tensor bytes. The grader decodes that into fresh b
 (``torch.Tensor``, ``list``, ``tuple``, ``dict``, ``str``, ``int``, ``float``, ``bool``, ``None``),
 so nothing the student defined (a class whose ``__eq__`` is always true, a tensor subclass, an
 object with a lying ``__repr__``) exists on the grader's side. Anything else arrives as an
-``Opaque`` placeholder that only knows its type name, and a callable as a ``{"__callable__":
-handle}`` that the grader replays from the recorded calls. Decoding is defensive: sizes, depth and
-dtypes are checked.
+``Opaque`` placeholder that only knows its type name, and a callable as a
+``{"__callable__": handle}`` that the grader replays from the recorded calls. Decoding is
+defensive: sizes, depth and dtypes are checked.
 
 This module is imported inside the student kernel too, so it must not import torch at module level.
 """
