@@ -354,8 +354,8 @@ def _run_and_judge(index, nb, lesson, settings, result) -> None:
             if judge.replayable[grade.grade_id]:
                 verdict = judge.grade(grade, records_fd, budget, seed=seed)
                 entry["trust"] = "grader"
-            # see Judge._test_replay_on_the_solution: decided per lesson, never per submission
             else:
+                # see Judge._test_replay_on_the_solution: decided per lesson, never per submission
                 verdict = Verdict(
                     cell_status == "ok",
                     "passed in the kernel"
