@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -67,8 +67,10 @@ class Task:
         test query never appears in the prompt that produced the task vector.
         """
         if not 0 < n_test < len(self.pairs):
-            raise ValueError(f"task {self.name!r} has {len(self.pairs)} pairs; n_test must be between 1 "
-                             f"and {len(self.pairs) - 1}, got {n_test}")
+            raise ValueError(
+                f"task {self.name!r} has {len(self.pairs)} pairs; n_test must be between 1 "
+                f"and {len(self.pairs) - 1}, got {n_test}"
+            )
         pairs = list(self.pairs)
         random.Random(seed).shuffle(pairs)
         return pairs[n_test:], pairs[:n_test]
@@ -111,7 +113,11 @@ def answer_ids(model, answers: Sequence[str], task: str = "") -> Int[Tensor, "ba
 
 def single_token_pairs(model, pairs: Sequence[Pair]) -> list[Pair]:
     """The pairs whose answer is one token (with its leading space) under ``model``'s tokenizer."""
-    return [(x, y) for x, y in pairs if len(model.tokenizer.encode(" " + y, add_special_tokens=False)) == 1]
+    return [
+        (x, y)
+        for x, y in pairs
+        if len(model.tokenizer.encode(" " + y, add_special_tokens=False)) == 1
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,8 +131,10 @@ def icl_prompt(demonstrations: Sequence[Pair], query: str) -> str:
     'a b c -> c\\nd e f -> f\\ng h i ->'
     """
     if len(demonstrations) == 0:
-        raise ValueError("an in-context prompt needs at least one demonstration (x, y); with none it is "
-                         "the zero-shot prompt: use zero_shot_prompt(query)")
+        raise ValueError(
+            "an in-context prompt needs at least one demonstration (x, y); with none it is "
+            "the zero-shot prompt: use zero_shot_prompt(query)"
+        )
     lines = [f"{x}{ARROW} {y}" for x, y in demonstrations]
     return SEPARATOR.join([*lines, f"{query}{ARROW}"])
 
@@ -136,8 +144,9 @@ def zero_shot_prompt(query: str) -> str:
     return f"{query}{ARROW}"
 
 
-def sample_demonstrations(train: Sequence[Pair], n: int, rng: random.Random,
-                          exclude: str | None = None) -> list[Pair]:
+def sample_demonstrations(
+    train: Sequence[Pair], n: int, rng: random.Random, exclude: str | None = None
+) -> list[Pair]:
     """``n`` distinct demonstrations from ``train``, never one whose query is ``exclude``."""
     pool = [p for p in train if p[0] != exclude]
     if n < 1:
@@ -147,7 +156,9 @@ def sample_demonstrations(train: Sequence[Pair], n: int, rng: random.Random,
     return rng.sample(pool, n)
 
 
-def task_vector_prompts(train: Sequence[Pair], n_prompts: int, n_demos: int = 5, seed: int = 0) -> list[str]:
+def task_vector_prompts(
+    train: Sequence[Pair], n_prompts: int, n_demos: int = 5, seed: int = 0
+) -> list[str]:
     """``n_prompts`` ICL prompts built from ``train`` only: ``n_demos`` demonstrations and a dummy query
     (another training pair's ``x``) each. Averaging θ over them removes what is specific to one
     query and keeps what the prompts share: the task."""
@@ -155,11 +166,15 @@ def task_vector_prompts(train: Sequence[Pair], n_prompts: int, n_demos: int = 5,
     prompts = []
     for _ in range(n_prompts):
         dummy = rng.choice(train)
-        prompts.append(icl_prompt(sample_demonstrations(train, n_demos, rng, exclude=dummy[0]), dummy[0]))
+        prompts.append(
+            icl_prompt(sample_demonstrations(train, n_demos, rng, exclude=dummy[0]), dummy[0])
+        )
     return prompts
 
 
-def tokenize(model, prompts: Sequence[str]) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"]]:
+def tokenize(
+    model, prompts: Sequence[str]
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"]]:
     """Right-padded tokens (BOS first) and the index of each prompt's last real token.
 
     Right padding is exact for a causal model: a position never attends to the padding after it,
@@ -181,7 +196,9 @@ def tokenize(model, prompts: Sequence[str]) -> tuple[Int[Tensor, "batch pos"], I
 
 
 @torch.no_grad()
-def last_token_resid(model, prompts: Sequence[str], layers: Sequence[int]) -> Float[Tensor, "batch layer d_model"]:
+def last_token_resid(
+    model, prompts: Sequence[str], layers: Sequence[int]
+) -> Float[Tensor, "batch layer d_model"]:
     """The residual stream entering each of ``layers`` at the last token of each prompt."""
     tokens, last = tokenize(model, prompts)
     names = [resid_hook_name(layer) for layer in layers]
@@ -190,8 +207,9 @@ def last_token_resid(model, prompts: Sequence[str], layers: Sequence[int]) -> Fl
     return torch.stack([cache[name][rows, last] for name in names], dim=1)
 
 
-def extract_task_vector(model, prompts: str | Sequence[str], layers: Sequence[int] | None = None,
-                        batch_size: int = 16) -> Float[Tensor, "layer d_model"]:
+def extract_task_vector(
+    model, prompts: str | Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 16
+) -> Float[Tensor, "layer d_model"]:
     """θ for each layer: the last-token residual state, averaged over ``prompts``.
 
     One prompt gives Hendel et al.'s single θ; several (``task_vector_prompts``) give the averaged θ.
@@ -204,13 +222,17 @@ def extract_task_vector(model, prompts: str | Sequence[str], layers: Sequence[in
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     total = None
     for start in range(0, len(prompts), batch_size):
-        part = last_token_resid(model, prompts[start:start + batch_size], layers).sum(dim=0)
+        part = last_token_resid(model, prompts[start : start + batch_size], layers).sum(dim=0)
         total = part if total is None else total + part
     return total / len(prompts)
 
 
-def make_patch_hook(vector: Float[Tensor, "d_model"], positions: Int[Tensor, "batch"], mode: str = "replace",
-                    scale: float = 1.0) -> Callable:
+def make_patch_hook(
+    vector: Float[Tensor, "d_model"],
+    positions: Int[Tensor, "batch"],
+    mode: str = "replace",
+    scale: float = 1.0,
+) -> Callable:
     """A forward hook that writes ``vector`` into the residual stream at one position per prompt.
 
     mode ``"replace"``: resid[b, positions[b]] = scale * vector (Hendel et al.);
@@ -219,7 +241,9 @@ def make_patch_hook(vector: Float[Tensor, "d_model"], positions: Int[Tensor, "ba
     if mode not in ("replace", "add"):
         raise ValueError(f"mode must be 'replace' or 'add', got {mode!r}")
 
-    def hook(resid: Float[Tensor, "batch pos d_model"], hook=None) -> Float[Tensor, "batch pos d_model"]:
+    def hook(
+        resid: Float[Tensor, "batch pos d_model"], hook=None
+    ) -> Float[Tensor, "batch pos d_model"]:
         rows = torch.arange(resid.shape[0], device=resid.device)
         cols = positions.to(resid.device)
         value = scale * vector.to(resid.device, resid.dtype)
@@ -234,13 +258,17 @@ def make_patch_hook(vector: Float[Tensor, "d_model"], positions: Int[Tensor, "ba
 
 
 @torch.no_grad()
-def predict(model, prompts: Sequence[str], patch: tuple[int, Tensor, str] | None = None,
-            batch_size: int = 32) -> Int[Tensor, "batch"]:
+def predict(
+    model,
+    prompts: Sequence[str],
+    patch: tuple[int, Tensor, str] | None = None,
+    batch_size: int = 32,
+) -> Int[Tensor, "batch"]:
     """Greedy next token after each prompt; ``patch = (layer, vector, mode)`` writes ``vector`` at the
     last token entering ``layer`` first."""
     out = []
     for start in range(0, len(prompts), batch_size):
-        tokens, last = tokenize(model, prompts[start:start + batch_size])
+        tokens, last = tokenize(model, prompts[start : start + batch_size])
         if patch is None:
             logits = model(tokens)
         else:
@@ -252,8 +280,13 @@ def predict(model, prompts: Sequence[str], patch: tuple[int, Tensor, str] | None
     return torch.cat(out)
 
 
-def accuracy(model, prompts: Sequence[str], answers: Sequence[str], patch: tuple[int, Tensor, str] | None = None,
-             batch_size: int = 32) -> float:
+def accuracy(
+    model,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    patch: tuple[int, Tensor, str] | None = None,
+    batch_size: int = 32,
+) -> float:
     """Fraction of prompts whose greedy next token is ``" " + answer``."""
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
@@ -310,12 +343,25 @@ def load_results(path: str | Path = RESULTS_PATH) -> list[TaskVectorResult]:
     """The stored results of ``scripts/measure_tasks.py --out`` as ``TaskVectorResult`` objects."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     names = {f for f in TaskVectorResult.__dataclass_fields__}
-    return [TaskVectorResult(**{k: v for k, v in entry.items() if k in names}) for entry in data["results"]]
+    return [
+        TaskVectorResult(**{k: v for k, v in entry.items() if k in names})
+        for entry in data["results"]
+    ]
 
 
-def evaluate_task(model, task: Task, layers: Sequence[int] | None = None, *, n_test: int = 20, n_demos: int = 5,
-                  n_theta: int = 10, mode: str = "replace", seed: int = 0, batch_size: int = 32,
-                  progress: bool = True) -> TaskVectorResult:
+def evaluate_task(
+    model,
+    task: Task,
+    layers: Sequence[int] | None = None,
+    *,
+    n_test: int = 20,
+    n_demos: int = 5,
+    n_theta: int = 10,
+    mode: str = "replace",
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> TaskVectorResult:
     """Zero-shot, ICL and task-vector accuracy of ``task`` on ``n_test`` held-out queries.
 
     θ is averaged over ``n_theta`` prompts built from the training pairs (``task_vector_prompts``)
@@ -331,20 +377,36 @@ def evaluate_task(model, task: Task, layers: Sequence[int] | None = None, *, n_t
     queries, answers = [x for x, _ in test], [y for _, y in test]
     zero_prompts = [zero_shot_prompt(x) for x in queries]
     icl_prompts = [icl_prompt(sample_demonstrations(train, n_demos, rng), x) for x in queries]
-    theta = extract_task_vector(model, task_vector_prompts(train, n_theta, n_demos, seed + 2), layers)
+    theta = extract_task_vector(
+        model, task_vector_prompts(train, n_theta, n_demos, seed + 2), layers
+    )
     if mode == "add":
         theta = theta - extract_task_vector(model, zero_prompts, layers)
     zero = accuracy(model, zero_prompts, answers, batch_size=batch_size)
     icl = accuracy(model, icl_prompts, answers, batch_size=batch_size)
     per_layer = []
     for i, layer in enumerate(tqdm(layers, desc=task.name, disable=not progress, leave=False)):
-        per_layer.append(accuracy(model, zero_prompts, answers, (layer, theta[i], mode), batch_size))
+        per_layer.append(
+            accuracy(model, zero_prompts, answers, (layer, theta[i], mode), batch_size)
+        )
     settings = {"n_demos": n_demos, "n_theta": n_theta, "seed": seed}
-    return TaskVectorResult(task.name, task.family, model.cfg.n_layers, len(test), zero, icl, layers,
-                            per_layer, mode, settings)
+    return TaskVectorResult(
+        task.name,
+        task.family,
+        model.cfg.n_layers,
+        len(test),
+        zero,
+        icl,
+        layers,
+        per_layer,
+        mode,
+        settings,
+    )
 
 
-def plot_accuracy_by_layer(results: TaskVectorResult | Sequence[TaskVectorResult], title: str | None = None):
+def plot_accuracy_by_layer(
+    results: TaskVectorResult | Sequence[TaskVectorResult], title: str | None = None
+):
     """Accuracy against layer, one panel per task: θ patched at each layer, with zero-shot and ICL as
     horizontal lines and Hendel et al.'s best-layer band shaded. Returns the matplotlib figure."""
     import matplotlib.pyplot as plt
@@ -352,11 +414,21 @@ def plot_accuracy_by_layer(results: TaskVectorResult | Sequence[TaskVectorResult
     results = [results] if isinstance(results, TaskVectorResult) else list(results)
     if not results:
         raise ValueError("no results to plot")
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(results), figsize=(4.2 * len(results), 3.4), sharey=True, squeeze=False
+    )
     for ax, result in zip(axes[0], results):
         lo, hi = HENDEL_BEST_LAYER_FRACTION
-        ax.axvspan(lo * result.n_layers, hi * result.n_layers, color="0.9", label="Hendel best layers")
-        ax.plot(result.layers, result.task_vector, "o-", color="C2", label=f"task vector ({result.mode})")
+        ax.axvspan(
+            lo * result.n_layers, hi * result.n_layers, color="0.9", label="Hendel best layers"
+        )
+        ax.plot(
+            result.layers,
+            result.task_vector,
+            "o-",
+            color="C2",
+            label=f"task vector ({result.mode})",
+        )
         ax.axhline(result.icl, color="C0", linestyle="--", label="ICL (5 demos)")
         ax.axhline(result.zero_shot, color="C3", linestyle=":", label="zero-shot")
         ax.set_title(result.task)

@@ -9,8 +9,8 @@ from course_utils import task_vectors as tv
 from course_utils.checks import CheckFailed
 from course_utils.checks import task_vectors as checks
 
-
 # ----------------------------------------------------------------------------- data
+
 
 def test_tasks_cover_four_families_with_enough_pairs():
     tasks = tv.load_tasks()
@@ -20,13 +20,17 @@ def test_tasks_cover_four_families_with_enough_pairs():
         assert len(task.pairs) >= 30, task.name
         queries = [x for x, _ in task.pairs]
         assert len(set(queries)) == len(queries), f"{task.name}: duplicate queries"
-    assert {"last_of_list", "to_upper", "antonyms", "country_capital", "en_fr", "en_es"} <= set(tasks)
+    assert {"last_of_list", "to_upper", "antonyms", "country_capital", "en_fr", "en_es"} <= set(
+        tasks
+    )
 
 
 def test_every_answer_is_one_token(model):
     for task in tv.load_tasks().values():
         assert tv.single_token_pairs(model, task.pairs) == list(task.pairs), task.name
-        assert tv.answer_ids(model, [y for _, y in task.pairs], task.name).shape == (len(task.pairs),)
+        assert tv.answer_ids(model, [y for _, y in task.pairs], task.name).shape == (
+            len(task.pairs),
+        )
 
 
 def test_multi_token_answer_is_a_clear_error(model):
@@ -48,8 +52,12 @@ def test_split_holds_queries_out():
 
 # ----------------------------------------------------------------------------- prompts
 
+
 def test_prompt_format_and_empty_demonstrations():
-    assert tv.icl_prompt([("a b c", "c"), ("d e f", "f")], "g h i") == "a b c -> c\nd e f -> f\ng h i ->"
+    assert (
+        tv.icl_prompt([("a b c", "c"), ("d e f", "f")], "g h i")
+        == "a b c -> c\nd e f -> f\ng h i ->"
+    )
     assert tv.zero_shot_prompt("hot") == "hot ->"
     with pytest.raises(ValueError, match="at least one demonstration"):
         tv.icl_prompt([], "hot")
@@ -80,6 +88,7 @@ def test_right_padding_is_exact(model):
 
 
 # ----------------------------------------------------------------------------- θ and patching
+
 
 def test_extract_single_and_averaged(model):
     prompts = checks.ICL_PROMPTS
@@ -128,13 +137,19 @@ def test_evaluate_task_small(model):
     # the accuracy at a layer is the same number the check's independent HF computation gives
     train, test = task.split(6, 0)
     theta = tv.extract_task_vector(model, tv.task_vector_prompts(train, 2, 5, 2), layers=[21])[0]
-    truth = checks.patched_accuracy_truth(model, [x for x, _ in test], [y for _, y in test], theta, 21)
+    truth = checks.patched_accuracy_truth(
+        model, [x for x, _ in test], [y for _, y in test], theta, 21
+    )
     assert result.task_vector[1] == pytest.approx(truth)
 
 
 def test_result_best_layer_and_plot():
     result = tv.TaskVectorResult("t", "algorithmic", 30, 10, 0.0, 0.8, [3, 6, 9], [0.2, 0.7, 0.7])
-    assert result.best_layer == 6 and result.best_accuracy == 0.7 and result.best_fraction == pytest.approx(0.2)
+    assert (
+        result.best_layer == 6
+        and result.best_accuracy == 0.7
+        and result.best_fraction == pytest.approx(0.2)
+    )
     assert tv.TaskVectorResult("t", "algorithmic", 30, 10, 0.0, 0.8, [], []).best_layer is None
     import matplotlib
 
@@ -147,12 +162,15 @@ def test_result_best_layer_and_plot():
 
 # ----------------------------------------------------------------------------- checks: pass on a right answer, fail on wrong ones
 
+
 def _task_vector_right(model, prompts, layer):
     return tv.extract_task_vector(model, prompts, layers=[layer])[0]
 
 
 def _accuracy_right(model, queries, answers, theta, layer):
-    return tv.accuracy(model, [tv.zero_shot_prompt(q) for q in queries], answers, patch=(layer, theta, "replace"))
+    return tv.accuracy(
+        model, [tv.zero_shot_prompt(q) for q in queries], answers, patch=(layer, theta, "replace")
+    )
 
 
 def _stub(*args, **kwargs):
@@ -164,9 +182,15 @@ def test_check_task_vector(model):
     checks.check_task_vector(_task_vector_right, model, hidden=True)
     wrong = {
         "stub": _stub,
-        "state leaving the block": lambda m, p, layer: tv.extract_task_vector(m, p, layers=[layer + 1])[0],
-        "first prompt only": lambda m, p, layer: tv.extract_task_vector(m, p[:1], layers=[layer])[0],
-        "sum, not mean": lambda m, p, layer: tv.extract_task_vector(m, p, layers=[layer])[0] * len(p),
+        "state leaving the block": lambda m, p, layer: tv.extract_task_vector(
+            m, p, layers=[layer + 1]
+        )[0],
+        "first prompt only": lambda m, p, layer: tv.extract_task_vector(m, p[:1], layers=[layer])[
+            0
+        ],
+        "sum, not mean": lambda m, p, layer: (
+            tv.extract_task_vector(m, p, layers=[layer])[0] * len(p)
+        ),
         "batch dim kept": lambda m, p, layer: tv.extract_task_vector(m, p, layers=[layer]),
     }
     for name, fn in wrong.items():
@@ -183,6 +207,7 @@ def test_check_patch_hook(model):
             resid = resid.clone()
             resid[:] = vector if mode == "replace" else resid + vector
             return resid
+
         return hook
 
     def always_replace(vector, positions, mode="replace"):
@@ -193,6 +218,7 @@ def test_check_patch_hook(model):
             resid = resid.clone()
             resid[:, -1] = vector if mode == "replace" else resid[:, -1] + vector
             return resid
+
         return hook
 
     for fn in (_stub, every_position, always_replace, last_position, lambda v, p, mode: None):
@@ -208,7 +234,9 @@ def test_check_task_vector_accuracy(model):
         return tv.accuracy(model, [tv.zero_shot_prompt(q) for q in queries], answers)
 
     def added(model, queries, answers, theta, layer):
-        return tv.accuracy(model, [tv.zero_shot_prompt(q) for q in queries], answers, patch=(layer, theta, "add"))
+        return tv.accuracy(
+            model, [tv.zero_shot_prompt(q) for q in queries], answers, patch=(layer, theta, "add")
+        )
 
     def no_space(model, queries, answers, theta, layer):
         return _accuracy_right(model, queries, [a.lower() for a in answers], theta, layer)

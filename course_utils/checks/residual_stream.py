@@ -378,12 +378,12 @@ def check_decompose_resid(fn, model, hidden: bool = False):
                 f"they are added), got {list(labels)[:4]} ... ({len(labels)})",
             )
             final = cache[f"blocks.{n_layers - 1}.hook_resid_post"]
+            is_tensor = isinstance(components, torch.Tensor)
+            got = tuple(components.shape) if is_tensor else type(components).__name__
             expect(
-                isinstance(components, torch.Tensor)
-                and components.shape == (len(want_labels), *final.shape),
+                is_tensor and components.shape == (len(want_labels), *final.shape),
                 f"components should have shape {(len(want_labels), *final.shape)} [component batch "
-                "pos d_model], "
-                f"got {tuple(components.shape) if isinstance(components, torch.Tensor) else type(components).__name__}",
+                f"pos d_model], got {got}",
             )
             worst = max(
                 worst,

@@ -10,7 +10,10 @@ from __future__ import annotations
 from . import _Fail, call, compare_tensors, expect, run_check, tolerance_text
 
 ICL_PROMPTS = ["a b c -> c\nd e f -> f\ng h i ->", "hot -> cold\nbig -> small\nup -> down\nfast ->"]
-HIDDEN_ICL_PROMPTS = ["cat -> CAT\nb -> B\nstar -> STAR\nq ->", "France -> Paris\nJapan -> Tokyo\nItaly ->"]
+HIDDEN_ICL_PROMPTS = [
+    "cat -> CAT\nb -> B\nstar -> STAR\nq ->",
+    "France -> Paris\nJapan -> Tokyo\nItaly ->",
+]
 ATOL = 1e-4  # float32 sums over 576 dimensions and a few prompts
 
 
@@ -66,19 +69,42 @@ def check_task_vector(fn, model, hidden: bool = False):
             states = [_hf_last_states(model, p) for p in case_prompts]
             truth = torch.stack([s[layer] for s in states]).mean(0)
             got = call(fn, model, list(case_prompts), layer, name="task_vector")
-            if isinstance(got, torch.Tensor) and got.shape == truth.shape and len(case_prompts) == 1:
-                if layer + 1 < len(states[0]) and torch.allclose(got, states[0][layer + 1], atol=ATOL):
-                    raise _Fail(f"layer {layer}: you returned the state *leaving* block {layer}. Hint: θ at layer L is "
-                                f"blocks.{{L}}.hook_resid_pre, the stream entering block L.")
+            if (
+                isinstance(got, torch.Tensor)
+                and got.shape == truth.shape
+                and len(case_prompts) == 1
+            ):
+                if layer + 1 < len(states[0]) and torch.allclose(
+                    got, states[0][layer + 1], atol=ATOL
+                ):
+                    raise _Fail(
+                        f"layer {layer}: you returned the state *leaving* block {layer}. Hint: θ at layer L is "
+                        f"blocks.{{L}}.hook_resid_pre, the stream entering block L."
+                    )
             if isinstance(got, torch.Tensor) and got.shape == (1, *truth.shape):
-                raise _Fail(f"wrong shape {tuple(got.shape)}: return one vector [d_model], averaged over the prompts "
-                            "(drop the batch dimension).")
-            label = "one prompt" if len(case_prompts) == 1 else f"mean over {len(case_prompts)} prompts"
-            worst = max(worst, compare_tensors(
-                got, truth, what=f"θ at layer {layer} ({label})", atol=ATOL, dims="d_model",
-                hint="take blocks.{layer}.hook_resid_pre at the LAST position of each prompt (the arrow), "
-                     "then average over prompts"))
-        return f"matches the HF model's hidden_states at the last token, single and averaged ({tolerance_text(worst, ATOL)})", worst
+                raise _Fail(
+                    f"wrong shape {tuple(got.shape)}: return one vector [d_model], averaged over the prompts "
+                    "(drop the batch dimension)."
+                )
+            label = (
+                "one prompt" if len(case_prompts) == 1 else f"mean over {len(case_prompts)} prompts"
+            )
+            worst = max(
+                worst,
+                compare_tensors(
+                    got,
+                    truth,
+                    what=f"θ at layer {layer} ({label})",
+                    atol=ATOL,
+                    dims="d_model",
+                    hint="take blocks.{layer}.hook_resid_pre at the LAST position of each prompt (the arrow), "
+                    "then average over prompts",
+                ),
+            )
+        return (
+            f"matches the HF model's hidden_states at the last token, single and averaged ({tolerance_text(worst, ATOL)})",
+            worst,
+        )
 
     run_check("05.1 task_vector", body, hidden_tests=not hidden)
 
@@ -99,16 +125,26 @@ def check_patch_hook(fn, model, hidden: bool = False):
             for row, pos in enumerate(positions.tolist()):
                 expected[row, pos] = vector if mode == "replace" else resid[row, pos] + vector
             hook = call(fn, vector, positions, mode, name="make_patch_hook")
-            expect(callable(hook), f"make_patch_hook should return a function (the hook), got {type(hook).__name__}")
+            expect(
+                callable(hook),
+                f"make_patch_hook should return a function (the hook), got {type(hook).__name__}",
+            )
             got = call(hook, resid.clone(), None, name=f"your {mode} hook")
             if isinstance(got, torch.Tensor) and got.shape == resid.shape and mode == "replace":
                 changed = (got != resid).any(-1)
                 if bool(changed.all()):
-                    raise _Fail("replace hook: every position changed; write the vector only at positions[b] of row b "
-                                "(index with rows = torch.arange(batch) and cols = positions)")
-            compare_tensors(got, expected, what=f"{mode} hook on a [batch=3, pos=6, d_model=8] tensor", atol=1e-6,
-                            dims="batch pos d_model",
-                            hint="row b changes only at positions[b]; 'replace' sets it to the vector, 'add' adds the vector")
+                    raise _Fail(
+                        "replace hook: every position changed; write the vector only at positions[b] of row b "
+                        "(index with rows = torch.arange(batch) and cols = positions)"
+                    )
+            compare_tensors(
+                got,
+                expected,
+                what=f"{mode} hook on a [batch=3, pos=6, d_model=8] tensor",
+                atol=1e-6,
+                dims="batch pos d_model",
+                hint="row b changes only at positions[b]; 'replace' sets it to the vector, 'add' adds the vector",
+            )
         # in the real model: same logits as a plain PyTorch pre-hook on the HF decoder layer
         prompt = "cold ->" if hidden else "hot ->"
         tokens = model.to_tokens(prompt)
@@ -118,13 +154,28 @@ def check_patch_hook(fn, model, hidden: bool = False):
         for mode in ("replace", "add"):
             hook = call(fn, donor, torch.tensor([last]), mode, name="make_patch_hook")
             with torch.no_grad():
-                logits = call(model.run_with_hooks, tokens, fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", hook)],
-                              name="model.run_with_hooks with your hook")[0, last]
+                logits = call(
+                    model.run_with_hooks,
+                    tokens,
+                    fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", hook)],
+                    name="model.run_with_hooks with your hook",
+                )[0, last]
             truth = _hf_patched_logits(model, tokens, layer, donor, last, mode)
-            worst = max(worst, compare_tensors(logits, truth, what=f"logits with θ {mode}d at layer {layer}",
-                                               atol=1e-3, dims="d_vocab"))
-        return (f"writes only positions[b] in each row, and in the model gives the same logits as a PyTorch "
-                f"pre-hook on the HF layer ({tolerance_text(worst, 1e-3)})", worst)
+            worst = max(
+                worst,
+                compare_tensors(
+                    logits,
+                    truth,
+                    what=f"logits with θ {mode}d at layer {layer}",
+                    atol=1e-3,
+                    dims="d_vocab",
+                ),
+            )
+        return (
+            f"writes only positions[b] in each row, and in the model gives the same logits as a PyTorch "
+            f"pre-hook on the HF layer ({tolerance_text(worst, 1e-3)})",
+            worst,
+        )
 
     run_check("05.2 make_patch_hook", body, hidden_tests=not hidden)
 
@@ -132,8 +183,10 @@ def check_patch_hook(fn, model, hidden: bool = False):
 # (query, answer) pairs of the to_upper task; patched θ gets some of them right and not all
 UPPER = [("cat", "CAT"), ("b", "B"), ("star", "STAR"), ("q", "Q"), ("m", "M"), ("key", "KEY")]
 HIDDEN_UPPER = [("d", "D"), ("car", "CAR"), ("w", "W"), ("table", "TABLE"), ("h", "H"), ("k", "K")]
-THETA_PROMPTS = ["z -> Z\nmap -> MAP\ne -> E\nt -> T\nmoon -> MOON\nx ->",
-                 "fish -> FISH\nr -> R\nbox -> BOX\ng -> G\na -> A\np ->"]
+THETA_PROMPTS = [
+    "z -> Z\nmap -> MAP\ne -> E\nt -> T\nmoon -> MOON\nx ->",
+    "fish -> FISH\nr -> R\nbox -> BOX\ng -> G\na -> A\np ->",
+]
 
 
 def patched_accuracy_truth(model, queries, answers, theta, layer, mode="replace") -> float:
@@ -162,11 +215,16 @@ def check_task_vector_accuracy(fn, model, hidden: bool = False):
             got = call(fn, model, queries, answers, theta, layer, name="task_vector_accuracy")
             if isinstance(got, torch.Tensor) and got.numel() == 1:
                 got = got.item()
-            expect(isinstance(got, (float, int)), f"return the accuracy as a float, got {type(got).__name__}")
+            expect(
+                isinstance(got, (float, int)),
+                f"return the accuracy as a float, got {type(got).__name__}",
+            )
             if abs(got - truth) > 1e-6:
-                raise _Fail(f"θ at layer {layer} on {len(queries)} queries: expected accuracy {truth:.3f}, got {got:.3f}. "
-                            "Hint: prompt is f'{query} ->' (BOS prepended), replace the state entering block "
-                            "`layer` at the last position, and compare the top-1 token with ' ' + answer.")
+                raise _Fail(
+                    f"θ at layer {layer} on {len(queries)} queries: expected accuracy {truth:.3f}, got {got:.3f}. "
+                    "Hint: prompt is f'{query} ->' (BOS prepended), replace the state entering block "
+                    "`layer` at the last position, and compare the top-1 token with ' ' + answer."
+                )
             seen.append(truth)
         return f"accuracy matches an independent HF computation at layers {layers} ({', '.join(f'{a:.2f}' for a in seen)})"
 
