@@ -593,9 +593,9 @@ def evaluate_task(model, task: Task, layers: Sequence[int] | None = None, *, n_d
     for method, vectors in (("replace", theta), ("add", theta - zero_state)):
         predictions = sweep_predictions(model, queries, vectors, layers, method, progress,
                                         desc=f"{task.name} {method}")
-        correct = (predictions == targets[:, None]).float()
-        result.dev[method] = correct[:len(dev)].mean(0).tolist() if dev else [0.0] * len(layers)
-        result.test[method] = correct[len(dev):].mean(0).tolist()
+        correct = (predictions == targets[:, None]).long()  # exact k / n, not float32 means
+        result.dev[method] = [int(k) / len(dev) for k in correct[:len(dev)].sum(0)] if dev else [0.0] * len(layers)
+        result.test[method] = [int(k) / len(test) for k in correct[len(dev):].sum(0)]
         chosen = layers.index(result.layer(method))
         result.test_predictions[method] = predictions[len(dev):, chosen].tolist()
     return result
@@ -612,9 +612,9 @@ def evaluate_function_vector(model, task: Task, fv: Float[Tensor, "d_model"], re
     vectors = fv[None].expand(len(result.layers), -1)
     predictions = sweep_predictions(model, queries, vectors, result.layers, "add", progress,
                                     desc=f"{task.name} FV")
-    correct = (predictions == targets[:, None]).float()
-    result.dev["function_vector"] = correct[:len(dev)].mean(0).tolist()
-    result.test["function_vector"] = correct[len(dev):].mean(0).tolist()
+    correct = (predictions == targets[:, None]).long()
+    result.dev["function_vector"] = [int(k) / len(dev) for k in correct[:len(dev)].sum(0)]
+    result.test["function_vector"] = [int(k) / len(test) for k in correct[len(dev):].sum(0)]
     chosen = result.layers.index(result.layer("function_vector"))
     result.test_predictions["function_vector"] = predictions[len(dev):, chosen].tolist()
 
