@@ -8,6 +8,7 @@ import torch
 from course_utils import task_vectors as tv
 from course_utils.checks import CheckFailed
 from course_utils.checks import task_vectors as checks
+from course_utils.predictions import answer_token_id
 
 # ----------------------------------------------------------------------------- data
 
@@ -28,24 +29,28 @@ def test_tasks_cover_four_families_with_enough_pairs():
 def test_every_answer_is_one_token(model):
     for task in tv.load_tasks().values():
         assert tv.single_token_pairs(model, task.pairs) == list(task.pairs), task.name
-        assert tv.answer_ids(model, [y for _, y in task.pairs], task.name).shape == (
-            len(task.pairs),
-        )
+        ids = tv.answer_targets(model, [y for _, y in task.pairs], task.name)
+        assert ids.shape == (len(task.pairs),)
+        # lesson 00's convention: the caller adds the leading space
+        assert int(ids[0]) == answer_token_id(model, " " + task.pairs[0][1])
 
 
 def test_multi_token_answer_is_a_clear_error(model):
-    with pytest.raises(ValueError, match=r"'Stratford' in task 'demo' is 2 tokens"):
-        tv.answer_ids(model, ["Paris", "Stratford"], task="demo")
+    with pytest.raises(ValueError, match=r"' Stratford' is 2 tokens.*'Stratford' in task 'demo'"):
+        tv.answer_targets(model, ["Paris", "Stratford"], task="demo")
 
 
 def test_split_holds_queries_out():
     task = tv.load_task("antonyms")
-    train, test = task.split(20, seed=3)
-    assert len(test) == 20 and len(train) == len(task.pairs) - 20
-    assert not {x for x, _ in train} & {x for x, _ in test}
-    assert task.split(20, seed=3) == (train, test)
-    with pytest.raises(ValueError, match="n_test"):
-        task.split(len(task.pairs))
+    train, dev, test = task.split(10, 20, seed=3)
+    assert len(test) == 20 and len(dev) == 10 and len(train) == len(task.pairs) - 30
+    queries = [{x for x, _ in part} for part in (train, dev, test)]
+    assert not (queries[0] & queries[1] or queries[0] & queries[2] or queries[1] & queries[2])
+    assert task.split(10, 20, seed=3) == (train, dev, test)
+    with pytest.raises(ValueError, match="fewer than 6 remain"):
+        task.split(10, len(task.pairs) - 12)
+    for t in tv.load_tasks().values():  # the lesson's split fits every task
+        assert len(t.split(10, 20)[0]) >= 10, t.name
     with pytest.raises(KeyError, match="available"):
         tv.load_task("no_such_task")
 
@@ -66,8 +71,8 @@ def test_prompt_format_and_empty_demonstrations():
 
 
 def test_task_vector_prompts_use_training_pairs_only():
-    train, test = tv.load_task("country_capital").split(20)
-    held_out = {x for x, _ in test}
+    train, dev, test = tv.load_task("country_capital").split(10, 20)
+    held_out = {x for x, _ in dev + test}
     for prompt in tv.task_vector_prompts(train, 6, n_demos=5, seed=1):
         lines = prompt.split("\n")
         assert len(lines) == 6 and lines[-1].endswith(" ->")
@@ -126,31 +131,117 @@ def test_patching_a_prompts_own_state_changes_nothing(model):
         assert tv.predict(model, [prompt], patch=(layer, zero, "add"))[0] == plain[i]
 
 
+def test_shuffled_label_prompts_break_the_mapping():
+    train, _, _ = tv.load_task("antonyms").split(10, 20)
+    truth = dict(train)
+    for prompt, answer in tv.shuffled_label_prompts(train, 5, n_demos=5, seed=4):
+        lines = prompt.split("\n")
+        pairs = [line.split(" -> ") for line in lines[:-1]]
+        assert sum(truth[x] == y for x, y in pairs) < len(pairs)  # at least one label moved
+        assert sorted(y for _, y in pairs) == sorted(truth[x] for x, _ in pairs)  # same labels
+        assert truth[lines[-1][: -len(" ->")]] == answer
+
+
+def test_wilson_interval_and_baselines():
+    assert tv.wilson_interval(0, 20) == (0.0, pytest.approx(0.1611, abs=1e-4))
+    low, high = tv.wilson_interval(10, 20)
+    assert low == pytest.approx(0.2993, abs=1e-4) and high == pytest.approx(0.7007, abs=1e-4)
+    assert tv.wilson_interval(20, 20)[1] == 1.0 and tv.wilson_interval(20, 20)[0] < 1.0
+    assert tv.format_accuracy(0.5, 20) == "0.50 [0.30, 0.70]"
+    with pytest.raises(ValueError):
+        tv.wilson_interval(3, 2)
+    assert tv.majority_baseline(["English", "Spanish", "English", "French"]) == 0.5
+    assert tv.top_answer_share([5, 5, 5, 7]) == 0.75
+
+
+def test_sweep_engine_matches_the_bridge(model):
+    train, _, test = tv.load_task("to_upper").split(10, 20)
+    layers = [4, 21]
+    theta = tv.extract_task_vector(model, tv.task_vector_prompts(train, 3, 5, 2), layers)
+    prompts = [tv.zero_shot_prompt(x) for x, _ in test[:5]]
+    for mode in ("replace", "add"):
+        swept = tv.sweep_predictions(model, prompts, theta, layers, mode)
+        assert swept.shape == (5, 2)
+        for i, layer in enumerate(layers):
+            assert (
+                swept[:, i].tolist() == tv.predict(model, prompts, (layer, theta[i], mode)).tolist()
+            )
+
+
+def test_head_effects_and_function_vector_match_bridge_patching(model):
+    train, _, _ = tv.load_task("to_upper").split(10, 20)
+    means = tv.head_means(model, tv.task_vector_prompts(train, 3, 5, 2))
+    assert means.shape == (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head)
+    ((prompt, answer),) = tv.shuffled_label_prompts(train, 1, 5, 3)
+    effects = tv.head_effects(model, [(prompt, answer)], means)
+    tokens, target = model.to_tokens(prompt), answer_token_id(model, " " + answer)
+    base = model(tokens)[0, -1].softmax(-1)[target]
+    for layer, head in [tv.top_heads(effects, 1)[0], (3, 2)]:
+
+        def hook(z, hook=None, head=head, layer=layer):
+            z = z.clone()
+            z[0, -1, head] = means[layer, head]
+            return z
+
+        patched = model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", hook)])
+        truth = patched[0, -1].softmax(-1)[target] - base
+        assert float(effects[layer, head]) == pytest.approx(float(truth), abs=1e-4)
+    heads = [(3, 2), (20, 5)]
+    fv = tv.function_vector(model, means, heads)
+    torch.testing.assert_close(fv, means[3, 2] @ model.W_O[3, 2] + means[20, 5] @ model.W_O[20, 5])
+    assert tv.top_heads(torch.tensor([[0.0, 2.0], [3.0, 1.0]]), 2) == [(1, 0), (0, 1)]
+
+
 def test_evaluate_task_small(model):
     task = tv.load_task("to_upper")
-    result = tv.evaluate_task(model, task, layers=[3, 21], n_test=6, n_theta=2, progress=False)
-    assert result.layers == [3, 21] and len(result.task_vector) == 2 and result.n_queries == 6
-    for value in (result.zero_shot, result.icl, *result.task_vector):
-        assert 0.0 <= value <= 1.0
-    assert result.best_layer in (3, 21)
-    assert result.to_dict()["best_accuracy"] == max(result.task_vector)
+    result = tv.evaluate_task(
+        model, task, layers=[3, 21], n_dev=4, n_test=6, n_theta=2, progress=False
+    )
+    assert result.layers == [3, 21] and result.n_test == 6 and result.n_dev == 4
+    assert result.theta.shape == (2, model.cfg.d_model)
+    for method in ("replace", "add"):
+        assert len(result.dev[method]) == len(result.test[method]) == 2
+        assert len(result.test_predictions[method]) == 6
+        assert result.layer(method) in (3, 21)
     # the accuracy at a layer is the same number the check's independent HF computation gives
-    train, test = task.split(6, 0)
+    train, _, test = task.split(4, 6, 0)
     theta = tv.extract_task_vector(model, tv.task_vector_prompts(train, 2, 5, 2), layers=[21])[0]
+    torch.testing.assert_close(result.theta[1], theta)
     truth = checks.patched_accuracy_truth(
         model, [x for x, _ in test], [y for _, y in test], theta, 21
     )
-    assert result.task_vector[1] == pytest.approx(truth)
-
-
-def test_result_best_layer_and_plot():
-    result = tv.TaskVectorResult("t", "algorithmic", 30, 10, 0.0, 0.8, [3, 6, 9], [0.2, 0.7, 0.7])
-    assert (
-        result.best_layer == 6
-        and result.best_accuracy == 0.7
-        and result.best_fraction == pytest.approx(0.2)
+    assert result.test["replace"][1] == pytest.approx(truth)
+    # "add" subtracts the training queries' mean zero-shot state, never a test query's
+    zero_state = tv.extract_task_vector(model, [tv.zero_shot_prompt(x) for x, _ in train], [21])[0]
+    added = tv.accuracy(
+        model,
+        [tv.zero_shot_prompt(x) for x, _ in test],
+        [y for _, y in test],
+        patch=(21, theta - zero_state, "add"),
     )
-    assert tv.TaskVectorResult("t", "algorithmic", 30, 10, 0.0, 0.8, [], []).best_layer is None
+    assert result.test["add"][1] == pytest.approx(added)
+    assert "theta" not in result.to_dict()
+
+
+def test_result_chooses_on_dev_and_reports_test():
+    result = tv.TaskVectorResult(
+        "t",
+        "algorithmic",
+        30,
+        10,
+        20,
+        0.0,
+        0.8,
+        0.3,
+        [3, 6, 9],
+        {"replace": [0.2, 0.7, 0.7]},
+        {"replace": [0.9, 0.5, 0.6]},
+        {"replace": [1] * 15 + [2] * 5},
+        {"n_demos": 5},
+    )
+    assert result.layer() == 6 and result.accuracy() == 0.5  # not the test maximum 0.9
+    assert result.baseline == 0.3 and result.top_answer_share() == 0.75
+    assert result.interval() == tv.wilson_interval(10, 20)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,6 +249,22 @@ def test_result_best_layer_and_plot():
     assert len(fig.axes) == 2
     with pytest.raises(ValueError):
         tv.plot_accuracy_by_layer([])
+
+
+def test_shipped_results_follow_the_protocol():
+    data = tv.load_results()
+    results = data["results"]
+    assert set(results) == set(tv.load_tasks())
+    for r in results.values():
+        assert r.layers == list(range(r.n_layers))  # every layer, not every second one
+        assert set(r.dev) == set(tv.METHODS)
+        for method in tv.METHODS:
+            best_dev = max(r.dev[method])
+            assert r.dev[method][r.layers.index(r.layer(method))] == best_dev
+            predictions = r.test_predictions[method]
+            assert len(predictions) == r.n_test
+    fv = data["function_vector"]
+    assert len(fv["heads"]) == 10 and len(fv["effects"]) == 30
 
 
 # ----------------------------------------------------------------------------- checks: pass on a right answer, fail on wrong ones

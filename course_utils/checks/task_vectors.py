@@ -192,7 +192,7 @@ THETA_PROMPTS = [
 def patched_accuracy_truth(model, queries, answers, theta, layer, mode="replace") -> float:
     """The accuracy of ``query ->`` prompts with θ patched at the last token, from the HF model."""
     correct = 0
-    for query, answer in zip(queries, answers):
+    for query, answer in zip(queries, answers, strict=False):
         tokens = model.to_tokens(f"{query} ->")
         logits = _hf_patched_logits(model, tokens, layer, theta, tokens.shape[1] - 1, mode)
         target = model.tokenizer.encode(" " + answer, add_special_tokens=False)[0]
