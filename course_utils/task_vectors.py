@@ -713,9 +713,9 @@ def plot_accuracy_by_layer(
     method: str = "replace",
     title: str | None = None,
 ):
-    """Accuracy against layer, one panel per task: ``method`` on dev (which chooses the layer, marked)
-    and on test, with zero-shot, the majority baseline and ICL (on test) as horizontal lines.
-    Returns the matplotlib figure."""
+    """Accuracy against layer, one panel per task: ``method`` on dev (which chooses the layer,
+    marked) and on test, with zero-shot, the majority baseline and ICL (on test) as horizontal
+    lines. Returns the matplotlib figure."""
     import matplotlib.pyplot as plt
 
     results = [results] if isinstance(results, TaskVectorResult) else list(results)

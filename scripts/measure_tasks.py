@@ -34,7 +34,8 @@ def parse_layers(text: str, n_layers: int) -> list[int]:
 
 
 def check_tokens(model, tasks: dict[str, tv.Task]) -> int:
-    """Print each task's size and any answer that is not one token; return the number of bad pairs."""
+    """Print each task's size and any answer that is not one token; return the number of bad
+    pairs."""
     bad_total = 0
     for task in tasks.values():
         good = tv.single_token_pairs(model, task.pairs)
@@ -44,7 +45,8 @@ def check_tokens(model, tasks: dict[str, tv.Task]) -> int:
         identical = sum(x == y for x, y in task.pairs)
         status = "ok" if not bad and not duplicates and len(task.pairs) >= 30 else "PROBLEM"
         print(
-            f"{task.name:17} {task.family:12} {len(task.pairs):3d} pairs, {identical:2d} with answer == query, "
+            f"{task.name:17} {task.family:12} {len(task.pairs):3d} pairs, {identical:2d} with "
+            "answer == query, "
             f"{len(bad)} multi-token answers {bad[:5]}, {duplicates} duplicate queries: {status}"
         )
         bad_total += len(bad) + duplicates + (len(task.pairs) < 30)
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         heads = tv.top_heads(mean_effect, args.fv_heads)
         print(
             "function-vector heads (layer, head, effect): "
-            + ", ".join(f"({l}, {h}, {mean_effect[l, h]:.4f})" for l, h in heads),
+            + ", ".join(f"({layer}, {h}, {mean_effect[layer, h]:.4f})" for layer, h in heads),
             flush=True,
         )
         for task in tasks.values():
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             tv.evaluate_function_vector(model, task, fv, results[task.name])
             r = results[task.name]
             print(
-                f"{task.name:16} function vector {tv.format_accuracy(r.accuracy('function_vector'), r.n_test)}"
+                f"{task.name:16} function vector "
+                f"{tv.format_accuracy(r.accuracy('function_vector'), r.n_test)}"
                 f" at layer {r.layer('function_vector')}",
                 flush=True,
             )
@@ -163,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         }
 
     print(
-        "\n| task | family | zero-shot | majority | ICL | θ (replace) | layer | add | layer | FV | layer |"
+        "\n| task | family | zero-shot | majority | ICL | θ (replace) | layer | add | layer | FV | "
+        "layer |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results.values():

@@ -267,7 +267,7 @@ def test_shipped_results_follow_the_protocol():
     assert len(fv["heads"]) == 10 and len(fv["effects"]) == 30
 
 
-# ----------------------------------------------------------------------------- checks: pass on a right answer, fail on wrong ones
+# ----------------------------------------------- checks: pass on a right answer, fail on wrong ones
 
 
 def _task_vector_right(model, prompts, layer):
@@ -300,7 +300,7 @@ def test_check_task_vector(model):
         ),
         "batch dim kept": lambda m, p, layer: tv.extract_task_vector(m, p, layers=[layer]),
     }
-    for name, fn in wrong.items():
+    for _name, fn in wrong.items():
         with pytest.raises(CheckFailed):
             checks.check_task_vector(fn, model)
 

@@ -22,7 +22,8 @@ def _tokens(model, prompt):
 
 
 def _hf_last_states(model, prompt):
-    """Residual stream entering every block (and after the final norm) at the last token, from HF."""
+    """Residual stream entering every block (and after the final norm) at the last token, from
+    HF."""
     import torch
 
     with torch.no_grad():
@@ -31,8 +32,9 @@ def _hf_last_states(model, prompt):
 
 
 def _hf_patched_logits(model, tokens, layer, vector, position, mode):
-    """Logits at ``position`` of a one-prompt batch, with ``vector`` written into the residual stream
-    entering block ``layer`` at ``position`` by a plain PyTorch pre-hook on the HF decoder layer."""
+    """Logits at ``position`` of a one-prompt batch, with ``vector`` written into the residual
+    stream entering block ``layer`` at ``position`` by a plain PyTorch pre-hook on the HF decoder
+    layer."""
     import torch
 
     block = model.original_model.model.layers[layer]
@@ -57,7 +59,8 @@ def _hf_patched_logits(model, tokens, layer, vector, position, mode):
 
 
 def check_task_vector(fn, model, hidden: bool = False):
-    """fn(model, prompts, layer) -> Float[Tensor, "d_model"]: mean last-token residual entering ``layer``."""
+    """fn(model, prompts, layer) -> Float[Tensor, "d_model"]: mean last-token residual entering
+    ``layer``."""
     import torch
 
     prompts = HIDDEN_ICL_PROMPTS if hidden else ICL_PROMPTS
@@ -78,12 +81,14 @@ def check_task_vector(fn, model, hidden: bool = False):
                     got, states[0][layer + 1], atol=ATOL
                 ):
                     raise _Fail(
-                        f"layer {layer}: you returned the state *leaving* block {layer}. Hint: θ at layer L is "
+                        f"layer {layer}: you returned the state *leaving* block {layer}. Hint: θ "
+                        "at layer L is "
                         f"blocks.{{L}}.hook_resid_pre, the stream entering block L."
                     )
             if isinstance(got, torch.Tensor) and got.shape == (1, *truth.shape):
                 raise _Fail(
-                    f"wrong shape {tuple(got.shape)}: return one vector [d_model], averaged over the prompts "
+                    f"wrong shape {tuple(got.shape)}: return one vector [d_model], averaged over "
+                    "the prompts "
                     "(drop the batch dimension)."
                 )
             label = (
@@ -97,12 +102,14 @@ def check_task_vector(fn, model, hidden: bool = False):
                     what=f"θ at layer {layer} ({label})",
                     atol=ATOL,
                     dims="d_model",
-                    hint="take blocks.{layer}.hook_resid_pre at the LAST position of each prompt (the arrow), "
+                    hint="take blocks.{layer}.hook_resid_pre at the LAST position of each prompt "
+                    "(the arrow), "
                     "then average over prompts",
                 ),
             )
         return (
-            f"matches the HF model's hidden_states at the last token, single and averaged ({tolerance_text(worst, ATOL)})",
+            "matches the HF model's hidden_states at the last token, single and averaged "
+            f"({tolerance_text(worst, ATOL)})",
             worst,
         )
 
@@ -110,7 +117,8 @@ def check_task_vector(fn, model, hidden: bool = False):
 
 
 def check_patch_hook(fn, model, hidden: bool = False):
-    """fn(vector, positions, mode) -> hook(resid, hook) writing ``vector`` at ``positions[b]`` of row b."""
+    """fn(vector, positions, mode) -> hook(resid, hook) writing ``vector`` at ``positions[b]`` of
+    row b."""
     import torch
 
     seed, layer = (1, 12) if hidden else (0, 6)
@@ -134,7 +142,8 @@ def check_patch_hook(fn, model, hidden: bool = False):
                 changed = (got != resid).any(-1)
                 if bool(changed.all()):
                     raise _Fail(
-                        "replace hook: every position changed; write the vector only at positions[b] of row b "
+                        "replace hook: every position changed; write the vector only at "
+                        "positions[b] of row b "
                         "(index with rows = torch.arange(batch) and cols = positions)"
                     )
             compare_tensors(
@@ -143,7 +152,8 @@ def check_patch_hook(fn, model, hidden: bool = False):
                 what=f"{mode} hook on a [batch=3, pos=6, d_model=8] tensor",
                 atol=1e-6,
                 dims="batch pos d_model",
-                hint="row b changes only at positions[b]; 'replace' sets it to the vector, 'add' adds the vector",
+                hint="row b changes only at positions[b]; 'replace' sets it to the vector, 'add' "
+                "adds the vector",
             )
         # in the real model: same logits as a plain PyTorch pre-hook on the HF decoder layer
         prompt = "cold ->" if hidden else "hot ->"
@@ -172,7 +182,8 @@ def check_patch_hook(fn, model, hidden: bool = False):
                 ),
             )
         return (
-            f"writes only positions[b] in each row, and in the model gives the same logits as a PyTorch "
+            "writes only positions[b] in each row, and in the model gives the same logits as a "
+            "PyTorch "
             f"pre-hook on the HF layer ({tolerance_text(worst, 1e-3)})",
             worst,
         )
@@ -201,7 +212,8 @@ def patched_accuracy_truth(model, queries, answers, theta, layer, mode="replace"
 
 
 def check_task_vector_accuracy(fn, model, hidden: bool = False):
-    """fn(model, queries, answers, theta, layer) -> float: top-1 accuracy with θ patched (replace)."""
+    """fn(model, queries, answers, theta, layer) -> float: top-1 accuracy with θ patched
+    (replace)."""
     import torch
 
     pairs, layers = (HIDDEN_UPPER, (22, 5)) if hidden else (UPPER, (21, 3))
@@ -221,11 +233,16 @@ def check_task_vector_accuracy(fn, model, hidden: bool = False):
             )
             if abs(got - truth) > 1e-6:
                 raise _Fail(
-                    f"θ at layer {layer} on {len(queries)} queries: expected accuracy {truth:.3f}, got {got:.3f}. "
-                    "Hint: prompt is f'{query} ->' (BOS prepended), replace the state entering block "
+                    f"θ at layer {layer} on {len(queries)} queries: expected accuracy {truth:.3f}, "
+                    f"got {got:.3f}. "
+                    "Hint: prompt is f'{query} ->' (BOS prepended), replace the state entering "
+                    "block "
                     "`layer` at the last position, and compare the top-1 token with ' ' + answer."
                 )
             seen.append(truth)
-        return f"accuracy matches an independent HF computation at layers {layers} ({', '.join(f'{a:.2f}' for a in seen)})"
+        return (
+            f"accuracy matches an independent HF computation at layers {layers} "
+            f"({', '.join(f'{a:.2f}' for a in seen)})"
+        )
 
     run_check("05.3 task_vector_accuracy", body, hidden_tests=not hidden)
