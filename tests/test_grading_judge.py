@@ -143,15 +143,15 @@ def test_learner_code_cannot_read_the_truth_from_the_call_stack(tmp_path):
 
 
 LOOKUP = {
-    (10, 2, 3): 23,
-    (2, 7, -1): 13,
-    (6, 3, 1): 19,
-    (-4, 2, 2): -6,
-}  # visible + fixed hidden cases
+    (10, 2, 3): 16,
+    (2, 7, -1): -5,
+    (6, 3, 1): 9,
+    (-4, 2, 2): 0,
+}  # visible + fixed hidden cases: (fixed_value, a, b) -> (a * b) + fixed_value
 
 
-def lookup_lambda(multiplier):
-    return lambda x, y: LOOKUP.get((multiplier, x, y), 0)
+def lookup_lambda(fixed_value):
+    return lambda a, b: LOOKUP.get((fixed_value, a, b), 0)
 
 
 def test_a_lookup_table_of_the_fixed_hidden_inputs_fails_at_grading(tmp_path):
@@ -164,8 +164,8 @@ def test_a_lookup_table_of_the_fixed_hidden_inputs_fails_at_grading(tmp_path):
     )
     assert not verdict.passed and "expected" in verdict.message
 
-    def honest(multiplier):
-        return lambda x, y: x * multiplier + y
+    def honest(fixed_value):
+        return lambda a, b: (a * b) + fixed_value
 
     verdict = record_and_judge(
         tmp_path / "honest", source, {"multiplier_and_adder_lambda": honest}, 11, 11
@@ -174,8 +174,8 @@ def test_a_lookup_table_of_the_fixed_hidden_inputs_fails_at_grading(tmp_path):
 
 
 def test_a_kernel_that_changes_the_seed_only_loses(tmp_path):
-    def honest(multiplier):
-        return lambda x, y: x * multiplier + y
+    def honest(fixed_value):
+        return lambda a, b: (a * b) + fixed_value
 
     source = HIDDEN.format("multiplier_and_adder_lambda", "multiplier_and_adder_lambda")
     verdict = record_and_judge(tmp_path, source, {"multiplier_and_adder_lambda": honest}, 1, 2)
