@@ -4,9 +4,9 @@ Writes ``dist/residual-stream-lab/`` and ``dist/residual-stream-lab.tar.gz``: th
 the course package and what installs it, and nothing an instructor keeps back: no ``solutions/``
 (answers, hidden tests, plain quiz specs), no ``tests/`` (their fixtures hold answers), no grader
 (``course_utils/grading``, ``course_utils/grade.py``) and no authoring tools
-(``course_utils/exercises.py``, ``docs/``, ``scripts/``, ``tools/``). The sealed quiz banks
-(``course_utils/data/quizzes``) stay: a learner needs them, and they reveal whether an answer is
-right only when it is given.
+(``course_utils/exercises.py``, ``course_utils/authoring/``, ``docs/``, ``scripts/``,
+``tools/``). The sealed quiz banks (``course_utils/data/quizzes``) stay: a learner needs them, and
+they reveal whether an answer is right only when it is given.
 """
 
 from __future__ import annotations
@@ -29,7 +29,12 @@ TOP_FILES = [
     ".gitignore",
 ]
 FOLDERS = ["notebooks", "course_utils"]
-LEFT_OUT = ["course_utils/grading", "course_utils/grade.py", "course_utils/exercises.py"]
+LEFT_OUT = [
+    "course_utils/grading",
+    "course_utils/grade.py",
+    "course_utils/exercises.py",
+    "course_utils/authoring",
+]
 SKIP_NAMES = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache"}
 
 
