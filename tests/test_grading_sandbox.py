@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -111,9 +113,11 @@ def test_isolated_kernel(kernel, tmp_path, capfd):
     seen = json.load(open(os.path.join(scratch, "probe.json")))
     assert seen["uid"] == uid
     assert seen["course_utils"] == str(ROOT / "course_utils" / "__init__.py")
-    assert seen[str(ROOT)] == [
-        "course_utils"
-    ]  # the checkout shows the package alone: an allow-list
+    # the checkout shows the package alone (an allow-list), and the virtual environment where it
+    # lies inside the checkout (as `make setup`'s .venv does): the kernel needs Python
+    venv = Path(sys.prefix).resolve()
+    inside = [venv.relative_to(ROOT).parts[0]] if venv.is_relative_to(ROOT) else []
+    assert seen[str(ROOT)] == sorted(["course_utils", *inside])
     for hidden in (str(SOLUTIONS), str(ROOT / "tests"), str(ROOT / ".git"), str(other)):
         assert seen[hidden] == "FileNotFoundError", (hidden, seen[hidden])
     assert seen["/etc/shadow"] in ("PermissionError", "FileNotFoundError")
