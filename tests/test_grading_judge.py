@@ -4,6 +4,7 @@ replays with the real checks. No kernel, no model (the lesson-02 checks used nee
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -320,25 +321,45 @@ def model():
     return load_model(device="cpu")
 
 
-def record_and_judge_with_model(folder, model, source, learner, seed=9):
+def kernel_and_grader_with_model(folder, model, source, learner, seed=9, kernel_source=None):
+    """(whether the "kernel" ran the check cell without an error, the grader's verdict).
+
+    The "kernel" runs ``kernel_source`` (an edited check cell) when given, else ``source``; what the
+    learner's code patches in the check modules there is undone before the grader judges, as it
+    would stay in the student's process."""
     folder.mkdir(parents=True, exist_ok=True)
     names = sorted(learner)
     cell = GradeCell("cell", 0, source, 1.0, "ex", names)
     trusted = {"checks": hooks, "model": model}
     kernel_namespace = dict(trusted, **learner)
+    saved = {module: dict(vars(module)) for module in (checks, hooks)}
+    results = list(checks.RESULTS)
     recorder = Recorder(str(folder))
     recorder.begin("cell", names, kernel_namespace)
     previous = checks.set_grading_seed(seed)
     try:
-        exec(source, kernel_namespace)
+        exec(kernel_source or source, kernel_namespace)
+        kernel_ok = True
     except Exception:
-        pass
+        kernel_ok = False
     finally:
         checks.set_grading_seed(previous)
         recorder.end()
+        for module, attributes in saved.items():
+            for key in set(vars(module)) - set(attributes):
+                delattr(module, key)
+            for key, value in attributes.items():
+                if vars(module).get(key) is not value:
+                    setattr(module, key, value)
+        checks.RESULTS[:] = results
+        model.reset_hooks(including_permanent=True)
     judge = Judge.__new__(Judge)
     judge.snapshots = {"cell": trusted}
-    return judge.grade(cell, str(folder), seed=seed)
+    return kernel_ok, judge.grade(cell, str(folder), seed=seed)
+
+
+def record_and_judge_with_model(folder, model, source, learner, seed=9):
+    return kernel_and_grader_with_model(folder, model, source, learner, seed)[1]
 
 
 @pytest.mark.slow
@@ -402,13 +423,191 @@ def test_a_hook_cannot_read_the_truth_from_the_call_stack(tmp_path, model):
     assert not verdict.passed, verdict.message
 
 
+# 02.9 temporary_hooks: what the learner's context manager does to the model (which hooks are
+# attached where after the call, after entering and after leaving, with or without an exception) is
+# recorded, and the grader puts its own model in the same state at the same steps; its own check
+# decides.
+
+TEMPORARY_HOOKS = HIDDEN.format("temporary_hooks", "temporary_hooks, model")
+PASS_LINE = (
+    "✅ 02.9 temporary_hooks: hooks run inside the with-block and are gone afterwards, even after "
+    "an exception"
+)
+
+
+def _contextmanager_with_finally(model, fwd_hooks):
+    try:
+        for name, hook_fn in fwd_hooks:
+            model.add_hook(name, hook_fn)
+        yield model
+    finally:
+        model.reset_hooks()
+
+
+class _TemporaryHooks:
+    """A class-based context manager, as a learner might write it."""
+
+    def __init__(self, model, fwd_hooks):
+        self.model, self.fwd_hooks = model, list(fwd_hooks)
+
+    def __enter__(self):
+        for name, hook_fn in self.fwd_hooks:
+            self.model.add_hook(name, hook_fn)
+        return self.model
+
+    def __exit__(self, exc_type, exc, tb):
+        self.model.reset_hooks()
+        return False
+
+
+class _TemporaryHooksReraising(_TemporaryHooks):
+    """Re-raises the exception itself instead of returning False: the check must still see it."""
+
+    def __exit__(self, exc_type, exc, tb):
+        self.model.reset_hooks()
+        if exc is not None:
+            raise exc
+
+
+def _library_context_manager(model, fwd_hooks):
+    return model.hooks(fwd_hooks=fwd_hooks)  # TransformerLens's own, returned unchanged
+
+
+def _learner_class(cls):
+    cls.__module__ = "__main__"  # as when defined in a notebook cell
+    return cls
+
+
 @pytest.mark.slow
-def test_lesson02_graded_cells_are_replayed_except_temporary_hooks():
+@pytest.mark.parametrize(
+    "temporary_hooks",
+    [
+        contextlib.contextmanager(_contextmanager_with_finally),
+        _learner_class(_TemporaryHooks),
+        _learner_class(_TemporaryHooksReraising),
+        _library_context_manager,
+    ],
+    ids=["contextmanager", "class", "class_reraising", "model_hooks"],
+)
+def test_honest_temporary_hooks_score(tmp_path, model, temporary_hooks):
+    kernel_ok, verdict = kernel_and_grader_with_model(
+        tmp_path, model, TEMPORARY_HOOKS, {"temporary_hooks": temporary_hooks}
+    )
+    assert kernel_ok and verdict.passed, verdict.message
+
+
+@contextlib.contextmanager
+def _leaks_on_error(model, fwd_hooks):
+    for name, hook_fn in fwd_hooks:
+        model.add_hook(name, hook_fn)
+    yield model
+    model.reset_hooks()  # never reached when the with-block raises
+
+
+@contextlib.contextmanager
+def _attaches_nothing(model, fwd_hooks):
+    yield model
+
+
+@contextlib.contextmanager
+def _swallows_the_error(model, fwd_hooks):
+    for name, hook_fn in fwd_hooks:
+        model.add_hook(name, hook_fn)
+    try:
+        yield model
+    except Exception:
+        pass
+    finally:
+        model.reset_hooks()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("temporary_hooks", "reason"),
+    [
+        (_leaks_on_error, "left attached after an exception"),
+        (_attaches_nothing, "the hook should be attached"),
+        (_swallows_the_error, "swallowed"),
+    ],
+    ids=["leaks_on_error", "attaches_nothing", "swallows_the_error"],
+)
+def test_wrong_temporary_hooks_score_zero(tmp_path, model, temporary_hooks, reason):
+    kernel_ok, verdict = kernel_and_grader_with_model(
+        tmp_path, model, TEMPORARY_HOOKS, {"temporary_hooks": temporary_hooks}
+    )
+    assert not kernel_ok and not verdict.passed and reason in verdict.message, verdict.message
+
+
+@contextlib.contextmanager
+def _silences_the_check(model, fwd_hooks):
+    hooks.expect = lambda condition, message: None  # every condition of the check now "holds"
+    yield model
+
+
+_SWALLOWED_CHECK = (
+    "import course_utils.checks as _checks\n"
+    "try:\n"
+    + "".join(f"    {line}\n" for line in TEMPORARY_HOOKS.splitlines())
+    + "except Exception:\n"
+    "    pass\n"
+    "_checks.RESULTS[:] = [_checks.CheckResult('02.9 temporary_hooks', True, 'forged')]\n"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("temporary_hooks", "kernel_source"),
+    [
+        (_attaches_nothing, f"print({PASS_LINE!r})"),  # the check cell replaced by its pass line
+        (_leaks_on_error, _SWALLOWED_CHECK),  # the failure swallowed, RESULTS rewritten
+        (
+            _attaches_nothing,
+            "checks.check_temporary_hooks = lambda *args, **kwargs: print('passed')\n"
+            + TEMPORARY_HOOKS,
+        ),
+        (_silences_the_check, TEMPORARY_HOOKS),  # the learner's own code patches the check
+    ],
+    ids=["prints_a_pass", "patches_results", "replaces_the_check", "patches_expect"],
+)
+def test_a_forged_temporary_hooks_verdict_scores_zero(
+    tmp_path, model, temporary_hooks, kernel_source
+):
+    """Each forgery passes in the kernel (the kernel's own verdict would have given the point);
+    the grader's replay of what the learner's code did to the model gives 0."""
+    kernel_ok, verdict = kernel_and_grader_with_model(
+        tmp_path, model, TEMPORARY_HOOKS, {"temporary_hooks": temporary_hooks}, 9, kernel_source
+    )
+    assert kernel_ok, "the forgery should have fooled the kernel's own check"
+    assert not verdict.passed, verdict.message
+
+
+@pytest.mark.slow
+def test_a_hook_other_than_the_given_one_is_not_replayed(tmp_path, model):
+    """The grader can attach only the hook functions its check passed in; a wrapper of them is
+    named in the message (a limit of the replay, not a forgery)."""
+
+    @contextlib.contextmanager
+    def wraps_the_hook(model, fwd_hooks):
+        try:
+            for name, hook_fn in fwd_hooks:
+                model.add_hook(name, lambda activation, hook, fn=hook_fn: fn(activation, hook))
+            yield model
+        finally:
+            model.reset_hooks()
+
+    kernel_ok, verdict = kernel_and_grader_with_model(
+        tmp_path, model, TEMPORARY_HOOKS, {"temporary_hooks": wraps_the_hook}
+    )
+    assert kernel_ok and not verdict.passed and "other than the hook functions" in verdict.message
+
+
+@pytest.mark.slow
+def test_every_lesson02_graded_cell_is_replayed():
     """The replay self-test on the solution decides, per lesson, which cells the grader decides
-    itself; only 02.9 (hooks left attached to the model) still needs the kernel's verdict, and the
-    batch counts its points in the CSV's kernel_trusted_points column."""
+    itself: in lesson 02 all of them, 02.9 temporary_hooks included, so no point there depends on
+    the kernel's verdict."""
     from course_utils.grading.lesson import load_lesson
 
     judge = Judge(load_lesson("02_hooks"))
-    kernel = sorted(grade_id for grade_id, replayable in judge.replayable.items() if not replayable)
-    assert kernel == ["check02_temporary_hooks"], judge.self_test
+    assert "check02_temporary_hooks" in judge.replayable
+    assert all(judge.replayable.values()), judge.self_test

@@ -647,6 +647,72 @@ def _attached(model) -> int:
     return attached_hook_count(model, including_permanent=False)
 
 
+class _HookSpy:
+    """Forwards everything to the model; for grading, describes the hooks attached to it.
+
+    ``_rsl_state()`` lists the temporary (not permanent) hooks attached to the model as plain data,
+    ``[hook point name, "fwd" or "bwd", i]`` with ``i`` the index of the hook function among the
+    ones the check gave (-1 for any other function). The grading kernel records that state after
+    the learner's function returns and after its context manager is entered and left; the grader's
+    spy puts its own model in the same state (``_rsl_set_state``), so its own check observes the
+    hooks and decides.
+    """
+
+    _rsl_max_hooks = 64
+
+    def __init__(self, model, hook_fns):
+        self._model = model
+        self._hook_fns = list(hook_fns)
+
+    def __getattr__(self, attr):
+        return getattr(self._model, attr)
+
+    def __call__(self, *args, **kwargs):
+        return self._model(*args, **kwargs)
+
+    def _rsl_state(self) -> list:
+        state, seen = [], set()
+        for name, point in self._model.hook_dict.items():
+            if id(point) in seen:
+                continue
+            seen.add(id(point))
+            for direction, handles in (("fwd", point.fwd_hooks), ("bwd", point.bwd_hooks)):
+                for handle in handles:
+                    if not handle.is_permanent:
+                        hook = handle.user_hook
+                        index = next((i for i, f in enumerate(self._hook_fns) if f is hook), -1)
+                        state.append([name, direction, index])
+        return state
+
+    def _rsl_set_state(self, state) -> None:
+        if type(state) is not list or len(state) > self._rsl_max_hooks:
+            raise ValueError("the recorded hooks are not a list of at most 64 hooks")
+        hooks = []
+        for item in state:
+            if (
+                type(item) is not list
+                or len(item) != 3
+                or item[0] not in self._model.hook_dict
+                or item[1] not in ("fwd", "bwd")
+                or type(item[2]) is not int
+            ):
+                raise ValueError(f"a recorded hook is not [hook point, direction, index]: {item!r}")
+            name, direction, index = item
+            fn = self._hook_fns[index] if 0 <= index < len(self._hook_fns) else _foreign_hook
+            hooks.append((name, fn, direction))
+        self._model.reset_hooks(including_permanent=False)
+        for name, fn, direction in hooks:
+            self._model.add_hook(name, fn, dir=direction)
+
+
+def _foreign_hook(activation, hook):
+    raise _Fail(
+        f"`temporary_hooks` attached a function at {hook.name} other than the hook functions it "
+        "was given; the grader can replay only those. Hint: model.add_hook(name, hook_fn) with "
+        "each pair of fwd_hooks, unchanged"
+    )
+
+
 def check_temporary_hooks(fn, model, hidden: bool = False):
     """fn(model, fwd_hooks) -> context manager attaching the hooks for the with-block, removing them
     on exit."""
@@ -669,7 +735,10 @@ def check_temporary_hooks(fn, model, hidden: bool = False):
         def counting_hook(activation, hook):
             calls.append(1)
 
-        manager = call(fn, model, [(name, counting_hook)], name="temporary_hooks")
+        # the learner's function gets a spy of the model: what it attaches lands on the model,
+        # and the grader can record where (see _HookSpy)
+        spy = _HookSpy(model, [counting_hook])
+        manager = call(fn, spy, [(name, counting_hook)], name="temporary_hooks")
         expect(
             isinstance(manager, AbstractContextManager) or hasattr(manager, "__enter__"),
             f"temporary_hooks should return a context manager, got {type(manager).__name__}. Hint: "
@@ -704,7 +773,7 @@ def check_temporary_hooks(fn, model, hidden: bool = False):
 
         raised = False
         try:
-            with call(fn, model, [(name, counting_hook)], name="temporary_hooks"):
+            with call(fn, spy, [(name, counting_hook)], name="temporary_hooks"):
                 raise Boom("an error inside the with-block")
         except Boom:
             raised = True

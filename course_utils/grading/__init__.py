@@ -14,11 +14,15 @@ How a submission is graded, and why the result can be trusted:
   model cache, its scratch folder), no network, and a uid reserved for it (``batch.UidPool``).
 * ``capture`` (inside the kernel): around each graded cell, records what the learner's functions
   returned for the inputs the check gave them, the calls they made to functions and spy objects the
-  check passed in, and in-place edits; ``codec`` carries those values as plain data (numpy scalars
-  and arrays normalised; functions, and the learner's own classes and callable objects, recorded;
-  a library's callable object such as a ``@contextmanager`` result is sent by type).
+  check passed in, in-place edits, the steps of a context manager they returned (entered; left,
+  with which exception, and what it did with it) and, after each call and step, the state of the
+  check's spies that describe one (02.9: which of the check's hooks are attached where on the
+  model); ``codec`` carries those values as plain data (numpy scalars and arrays normalised;
+  functions, context managers, and the learner's own classes and callable objects, recorded; a
+  library's other callable objects sent by type).
 * ``judge`` (the grader's process): re-runs each trusted graded cell on the solution's own state
-  with the learner's functions replaced by replays of the recorded outputs; its own checks decide.
+  with the learner's functions replaced by replays of the recorded outputs and steps (its own spies
+  and model put in the recorded states); its own checks decide.
   Hidden tests draw their inputs from a seed made for the batch (``checks.hidden_rng``), given to
   kernel and judge alike.
 * ``batch``: process pool, one row per input file, written as soon as it is graded (CSV + JSON
@@ -36,11 +40,17 @@ Threat model. Defended, with the test that shows it (tests/test_grade.py
   ``course_utils.checks`` / ``torch.testing`` / ``RESULTS`` in the kernel, objects whose ``__eq__``
   is always true, tensor subclasses, forged records (they only claim outputs, which the grader
   checks against its own truth for its own inputs) (batch). No graded cell of lessons 00 and 02
-  needs the kernel's verdict any more: calls on a check's spy object are recorded and repeated on
-  the grader's spy (``test_resid_post_stack_is_replayed_with_the_spy_calls``); a cell that still
-  failed the replay self-test would be graded by the kernel's verdict, marked ``trust: kernel`` in
-  the JSON and counted in the CSV's ``kernel_trusted_points`` column (``02.9 temporary_hooks``,
-  whose effects are hooks left on the model, is the one such cell; see "not defended").
+  needs the kernel's verdict: calls on a check's spy object are recorded and repeated on the
+  grader's spy (``test_resid_post_stack_is_replayed_with_the_spy_calls``), and ``02.9
+  temporary_hooks`` is replayed from the hooks its context manager left on the model after each
+  step, so a printed pass, a swallowed failure with ``RESULTS`` rewritten, a replaced check or a
+  patched ``expect`` all score 0, while honest ``@contextmanager``, class-based and
+  ``model.hooks`` versions score (``test_a_forged_temporary_hooks_verdict_scores_zero``,
+  ``test_honest_temporary_hooks_score``, ``test_wrong_temporary_hooks_score_zero``,
+  ``test_every_lesson02_graded_cell_is_replayed``). A cell of another lesson that failed the replay
+  self-test on its solution would still be graded by the kernel's verdict, marked ``trust:
+  kernel`` in the JSON and counted in the CSV's ``kernel_trusted_points`` column (see "not
+  defended").
 * Reading the truth: learner code runs before the check computes its expected values
   (``test_learner_code_cannot_read_the_truth_from_the_call_stack``,
   ``test_a_hook_cannot_read_the_truth_from_the_call_stack``); a table of answers for the fixed
@@ -76,16 +86,19 @@ Threat model. Defended, with the test that shows it (tests/test_grade.py
 
 Not defended: without root there are no namespaces, allow-list, cgroup or uid switch, so a kernel
 runs as the grader's user and can read the solutions and write files (the batch then reports whether
-the trusted files changed); ``02.9 temporary_hooks`` is graded by the kernel's verdict (its effect,
-hooks attached to and removed from the model, is not yet recorded), which a student can forge: the
-CSV's ``kernel_trusted_points`` shows those points; a spy's recorded method calls (02.5: "called
-run_with_cache with a names filter") are the kernel's claim, though the tensor itself is checked;
-hidden inputs are drawn at grading time for lessons 00 and 02 only (the other lessons' checks keep
-fixed hidden inputs, and ``02.1 multiplier_and_adder`` is being changed elsewhere); disk filling in
-the scratch folder beyond ``RLIMIT_FSIZE`` per file; CPU use within the timeouts; a learner
-computing correct outputs with the course's own helpers (``course_utils.predictions``,
-``course_utils.hooks.temporary_hooks``), which is a question of honesty, not of the grader's
-integrity.
+the trusted files changed); a graded cell whose check observes effects the records cannot carry
+would be graded by the kernel's verdict, which a student can forge (none in lessons 00 and 02;
+lessons 03-07 are not yet shown to have none: the CSV's ``kernel_trusted_points`` shows such
+points); a spy's recorded method calls (02.5: "called run_with_cache with a names filter") and
+recorded states (02.9: "the hook was attached on entering and gone after leaving") are the kernel's
+claim, though 02.5's tensor is checked and 02.9's hooks must be the check's own functions at the
+hook point the grader's seed chose; 02.9 replays only the hook functions the check passed in (a
+learner's wrapper around one scores 0, with a message saying so); hidden inputs are drawn at grading
+time for lessons 00 and 02 only (the other lessons' checks keep fixed hidden inputs, and ``02.1
+multiplier_and_adder`` is being changed elsewhere); disk filling in the scratch folder beyond
+``RLIMIT_FSIZE`` per file; CPU use within the timeouts; a learner computing correct outputs with the
+course's own helpers (``course_utils.predictions``, ``course_utils.hooks.temporary_hooks``), which
+is a question of honesty, not of the grader's integrity.
 
 Importing the package runs nothing (the sandbox launcher imports its submodule in a bare process);
 the entry points are in ``course_utils.grading.batch``.

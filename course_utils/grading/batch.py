@@ -72,7 +72,9 @@ class SubmissionResult:
     seconds: float = 0.0
     output_chars: int = 0
     isolation: str = ""
-    kernel_trusted_points: float = 0.0  # points decided by the kernel's own verdict (none today)
+    # points decided by the kernel's own verdict: only for a cell that failed the replay
+    # self-test on its solution (none in lessons 00 and 02)
+    kernel_trusted_points: float = 0.0
 
 
 # ---------------------------------------------------------------- worker side

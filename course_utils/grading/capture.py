@@ -4,7 +4,12 @@ Around each trusted check cell the grader runs ``begin(grade_id, names, globals(
 ``end()``. ``begin`` replaces every learner-defined name the check uses by a recording wrapper
 (functions) or exports its value (data); while the check runs, every call of a learner function
 is written down with its arguments and its result, encoded by ``codec``; ``end`` restores the
-names and writes ``<grade_id>.json`` + ``<grade_id>.bin`` into the record folder.
+names and writes ``<grade_id>.json`` + ``<grade_id>.bin`` into the record folder. A context manager
+a learner function returns is handed to the check wrapped too, and its entering and leaving are
+written down as steps of their own (02.9 ``temporary_hooks``: the hooks attach on entering and must
+be gone after leaving, even with an exception). After every call and step, the state of each spy
+object the check passed in that describes its state (``_rsl_state``: 02.9's model spy lists the
+hooks attached to the model) is written down, for the grader to put its own spy in.
 
 Nothing here is trusted. A student can replace or break this recorder, but all it produces is a
 claim "my function returned X for input Y"; the grader checks every claim in its own process
@@ -83,8 +88,11 @@ class Recorder:
             # edits
             args, kwargs = list(args), dict(kwargs)
             before = {}
+            stateful = []  # spies whose state is written down after the call and its steps
             for key, value in [*enumerate(args), *kwargs.items()]:
-                if _is_plain_function(value) or _records_methods(value):
+                if _records_state(value):
+                    stateful.append((key, value))
+                elif _is_plain_function(value) or _records_methods(value):
                     callback = (
                         recorder._callback(entry, key, value)
                         if _is_plain_function(value)
@@ -99,8 +107,10 @@ class Recorder:
             try:
                 result = fn(*args, **kwargs)
             except BaseException as error:  # recorded, then re-raised unchanged
-                entry["error"] = {"type": type(error).__name__, "message": str(error)[:2000]}
+                entry["error"] = _error_record(error)
+                recorder._record_states(entry, stateful)
                 raise
+            recorder._record_states(entry, stateful)
             for key, old in before.items():
                 new = args[key] if isinstance(key, int) else kwargs[key]
                 if not _same_tensor(old, new):
@@ -109,6 +119,8 @@ class Recorder:
             entry["result"] = encoded
             if isinstance(encoded, dict) and "__callable__" in encoded:
                 return recorder._wrap(encoded["__callable__"], result)
+            if isinstance(encoded, dict) and "__context__" in encoded:
+                return _ContextRecorder(recorder, encoded["__context__"], result, stateful)
             return result
 
         try:
@@ -117,6 +129,24 @@ class Recorder:
             recorded.__name__ = str(getattr(fn, "__name__", "function"))
         recorded.__wrapped__ = fn
         return recorded
+
+    def _step(self, handle: int, method: str, args: list) -> dict:
+        """Write down one step (``__enter__``, ``__exit__``) of a recorded context manager."""
+        entry = {"handle": handle, "method": method}
+        if len(self.calls) < MAX_CALLS:
+            entry["args"] = self.encoder.encode(list(args))
+            self.calls.append(entry)
+        return entry
+
+    def _record_states(self, entry: dict, stateful: list) -> None:
+        states = []
+        for key, spy in stateful:
+            try:
+                states.append([key, self.encoder.encode(spy._rsl_state())])
+            except Exception:  # the grader then finds no state and its own check decides
+                continue
+        if states:
+            entry["states"] = states
 
     def _callback(self, entry: dict, key, fn):
         encoder = self.encoder
@@ -167,6 +197,61 @@ def _records_methods(value) -> bool:
     return str(getattr(cls, "__module__", "")).startswith("course_utils.checks") and isinstance(
         getattr(cls, "_rsl_record_methods", None), tuple
     )
+
+
+def _records_state(value) -> bool:
+    """A spy object a check passes in that describes, as plain data, the state the learner's code
+    may change (``_rsl_state``; 02.9: which hooks are attached to the model where); the grader puts
+    its own spy in the recorded state after the same call or step (``_rsl_set_state``)."""
+    cls = type(value)
+    return str(getattr(cls, "__module__", "")).startswith("course_utils.checks") and callable(
+        getattr(cls, "_rsl_state", None)
+    )
+
+
+def _error_record(error: BaseException) -> dict:
+    return {"type": type(error).__name__, "message": str(error)[:2000]}
+
+
+class _ContextRecorder:
+    """Stands for a context manager a learner function returned: enters and leaves it as the check
+    asks, and writes down each step (the exception it was left with, what it returned or raised,
+    the state of the check's spies afterwards), so the grader can take the same steps."""
+
+    def __init__(self, recorder: Recorder, handle: int, manager, stateful: list):
+        self._rsl = (recorder, handle, manager, stateful)
+
+    def __enter__(self):
+        recorder, handle, manager, stateful = self._rsl
+        entry = recorder._step(handle, "__enter__", [])
+        try:
+            result = type(manager).__enter__(manager)  # looked up on the class, as `with` does
+        except BaseException as error:
+            entry["error"] = _error_record(error)
+            recorder._record_states(entry, stateful)
+            raise
+        recorder._record_states(entry, stateful)
+        entry["result"] = recorder.encoder.encode(result)
+        return result
+
+    def __exit__(self, exc_type, exc, tb):
+        recorder, handle, manager, stateful = self._rsl
+        kind = None if exc_type is None else str(getattr(exc_type, "__name__", "Exception"))
+        entry = recorder._step(handle, "__exit__", [kind])
+        try:
+            swallowed = bool(type(manager).__exit__(manager, exc_type, exc, tb))
+        except BaseException as error:
+            entry["error"] = _error_record(error)
+            if exc is not None and error is exc:  # the exception it was left with, raised again
+                entry["error"]["reraised"] = True
+            recorder._record_states(entry, stateful)
+            raise
+        recorder._record_states(entry, stateful)
+        entry["result"] = swallowed
+        return swallowed
+
+    def __getattr__(self, attr):
+        return getattr(object.__getattribute__(self, "_rsl")[2], attr)
 
 
 class _MethodRecorder:

@@ -5,9 +5,11 @@ JSON plus one binary blob for tensor bytes. The grader decodes that into fresh b
 (``torch.Tensor``, ``list``, ``tuple``, ``dict``, ``str``, ``int``, ``float``, ``bool``, ``None``),
 so nothing the student defined (a class whose ``__eq__`` is always true, a tensor subclass, an
 object with a lying ``__repr__``) exists on the grader's side. Anything else arrives as an
-``Opaque`` placeholder that only knows its type name, and a callable as a
-``{"__callable__": handle}`` that the grader replays from the recorded calls. Decoding is
-defensive: sizes, depth and dtypes are checked.
+``Opaque`` placeholder that only knows its type name, a callable as a
+``{"__callable__": handle}`` that the grader replays from the recorded calls, and a context manager
+(an object with ``__enter__`` and ``__exit__``) as a ``{"__context__": handle}`` whose entering and
+leaving the grader replays the same way. Decoding is defensive: sizes, depth and dtypes are
+checked.
 
 This module is imported inside the student kernel too, so it must not import torch at module level.
 """
@@ -61,8 +63,9 @@ def type_name(value: Any) -> str:
 class Encoder:
     """Turns values into JSON-able data; tensor bytes go to ``self.blob``.
 
-    ``on_callable(fn) -> handle`` decides how functions are represented (the kernel recorder wraps
-    them so their later calls are recorded too).
+    ``on_callable(fn) -> handle`` decides how functions and context managers are represented (the
+    kernel recorder wraps them so their later calls, or their entering and leaving, are recorded
+    too).
     """
 
     def __init__(
@@ -117,6 +120,11 @@ class Encoder:
             import torch
 
             return {"__ndarray__": self._tensor(torch.from_numpy(value.copy()))["__tensor__"]}
+        if self.on_callable is not None and is_context_manager(value):
+            return {
+                "__context__": self.on_callable(value),
+                "name": type_name(value)[:200],
+            }
         if self.on_callable is not None and _is_function(value):
             return {
                 "__callable__": self.on_callable(value),
@@ -152,9 +160,9 @@ class Encoder:
 def _is_function(value) -> bool:
     """Functions, methods, partials, builtins, and the learner's own callables: a class (a factory
     written as a class) or an object with ``__call__`` of a class defined in the notebook. A
-    library's callable object (the model, a hook point, a context manager made by
-    ``@contextmanager``) is sent by type instead: wrapping it in a function would change what the
-    check sees."""
+    library's callable object (the model, a hook point) is sent by type instead: wrapping it in a
+    function would change what the check sees. (A context manager is recorded as one before this
+    is asked, even where it is callable, as a ``@contextmanager`` result is.)"""
     import functools
     import inspect
 
@@ -172,6 +180,17 @@ def _is_function(value) -> bool:
         return False
     cls = value if isinstance(value, type) else type(value)
     return getattr(cls, "__module__", "") == "__main__"
+
+
+def is_context_manager(value) -> bool:
+    """An object usable in a ``with`` statement (its class has ``__enter__`` and ``__exit__``): a
+    ``@contextmanager`` result, the learner's own class, or a library's (``model.hooks(...)``).
+    What it does to the objects a check passed in happens when it is entered and left, so those
+    steps are recorded, not the object."""
+    if isinstance(value, type):
+        return False
+    cls = type(value)
+    return callable(getattr(cls, "__enter__", None)) and callable(getattr(cls, "__exit__", None))
 
 
 def _is_numpy_scalar(value) -> bool:
@@ -198,7 +217,8 @@ def _is_ndarray(value) -> bool:
 class Decoder:
     """The inverse of ``Encoder``, run by the grader on untrusted input.
 
-    ``on_callable(handle, name)`` builds the stand-in for a recorded function.
+    ``on_callable(handle, name)`` builds the stand-in for a recorded function, ``on_context(handle,
+    name)`` the one for a recorded context manager.
     """
 
     def __init__(
@@ -206,9 +226,11 @@ class Decoder:
         blob: bytes,
         on_callable: Callable[[int, str], Any] | None = None,
         on_tensor: Callable[[int], None] | None = None,
+        on_context: Callable[[int, str], Any] | None = None,
     ):
         self.blob = blob
         self.on_callable = on_callable
+        self.on_context = on_context
         self.on_tensor = on_tensor  # charged with the bytes of every tensor decoded (a budget)
 
     def decode(self, data: Any, depth: int = 0) -> Any:
@@ -261,6 +283,13 @@ class Decoder:
             if self.on_callable is None:
                 return Opaque("function")
             return self.on_callable(handle, name)
+        if "__context__" in data:
+            handle, name = data["__context__"], data.get("name", "context manager")
+            if type(handle) is not int or type(name) is not str:
+                raise DecodeError("bad context manager")
+            if self.on_context is None:
+                return Opaque(name[:300])
+            return self.on_context(handle, name[:300])
         if "__opaque__" in data:
             return Opaque(str(data["__opaque__"])[:300])
         raise DecodeError(f"unknown record item {sorted(data)[:3]}")

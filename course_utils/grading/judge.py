@@ -5,7 +5,10 @@ keeps a snapshot of its namespace at every graded cell: the model, the check mod
 reference inputs as the lesson built them. ``judge.grade(grade_cell, record)`` then runs the trusted
 graded cell (hidden tests included) on that snapshot, with every learner name replaced by what the
 student's kernel produced: data as decoded values, functions as ``Replay`` stand-ins that return
-the outputs the kernel recorded, after checking that the inputs are the ones this process passes.
+the outputs the kernel recorded, after checking that the inputs are the ones this process passes,
+and context managers they returned as ``ReplayContext`` stand-ins whose entering and leaving repeat
+the recorded steps (the state the check's spies were left in, what ``__exit__`` did with the
+exception) on this process's own objects.
 The pass/fail decision is therefore made by this process's own ``course_utils.checks``, against the
 truth this process computes; the kernel's printed output and its own check verdicts are ignored.
 """
@@ -95,6 +98,8 @@ def same_input(ours, theirs, atol: float = 1e-4, rtol: float = 1e-3) -> bool:
         )
     if isinstance(theirs, Replay):
         return callable(ours)
+    if isinstance(theirs, ReplayContext):
+        return codec.is_context_manager(ours)
     if _tensor_like(ours):
         if (
             not isinstance(theirs, torch.Tensor)
@@ -142,11 +147,40 @@ class Replay:
         return f"<your function {self.__name__}>"
 
 
+class ReplayContext:
+    """Stands for a context manager a learner function returned: entering and leaving it take the
+    steps the kernel recorded, in order, after checking that it is left with the same kind of
+    exception (or none) as in the kernel: the check's spies are put in the recorded state, and
+    ``__exit__`` returns, raises, or lets the exception through as it did there."""
+
+    def __init__(self, state: _ReplayState, handle: int, name: str):
+        self._state, self._handle, self._name = state, handle, name
+        self._args: list = []  # the call that returned it: the spies its steps refer to
+        self._kwargs: dict = {}
+
+    def _bind(self, args: list, kwargs: dict, name: str) -> None:
+        self._args, self._kwargs = args, kwargs
+        self._name = f"the context manager `{name}` returned"
+
+    def __enter__(self):
+        return self._state.next_step(self, "__enter__", [], None)
+
+    def __exit__(self, exc_type, exc, tb):
+        kind = None if exc_type is None else exc_type.__name__
+        return bool(self._state.next_step(self, "__exit__", [kind], exc))
+
+    def __repr__(self) -> str:
+        return f"<{self._name}>"
+
+
 class _ReplayState:
     def __init__(self, record: dict, blob: bytes, budget: Budget | None = None):
         self.budget = budget or Budget()
         self.decoder = codec.Decoder(
-            blob, on_callable=lambda h, n: Replay(self, h, n), on_tensor=self.budget.charge_bytes
+            blob,
+            on_callable=lambda h, n: Replay(self, h, n),
+            on_tensor=self.budget.charge_bytes,
+            on_context=lambda h, n: ReplayContext(self, h, n),
         )
         self.queues: dict[int, list[dict]] = {}
         calls = record.get("calls", [])
@@ -165,6 +199,8 @@ class _ReplayState:
                 "during grading (an earlier error, a timeout, or an altered check)"
             )
         call = queue.pop(0)
+        if "method" in call:
+            raise ReplayMismatch(f"`{name}` is recorded as a context manager, not a function")
         if "args" not in call:
             raise ReplayMismatch(f"too many calls of `{name}` to record")
         theirs_args = self.decoder.decode(call["args"])
@@ -175,30 +211,89 @@ class _ReplayState:
                 "(was the check cell changed?)"
             )
         self._reissue_callbacks(call, name, args, kwargs)
-        if "error" in call:
-            error = call["error"] if type(call["error"]) is dict else {}
-            kind, message = (
-                str(error.get("type", "Error"))[:100],
-                str(error.get("message", ""))[:2000],
-            )
-            if kind == "NotImplementedError":
-                raise NotImplementedError(message)
-            if kind == "KeyboardInterrupt":
-                raise ReplayMismatch(f"`{name}` was interrupted (it ran past the time limit)")
-            raise type(kind if kind.isidentifier() else "Error", (Exception,), {})(message)
+        self._apply_states(call, f"`{name}`", args, kwargs)
+        self._raise_recorded_error(call, f"`{name}`", None)
         if "result" not in call:
             raise ReplayMismatch(f"`{name}` did not return (interrupted or killed)")
         self._apply_mutations(call, name, args, kwargs)
+        result = self.decoder.decode(call["result"])
+        if isinstance(result, ReplayContext):
+            result._bind(args, kwargs, name)
+        return result
+
+    def next_step(self, context: ReplayContext, method: str, args: list, exc):
+        """Enter or leave (``method``) a recorded context manager, as the kernel did; ``exc`` is
+        the exception it is left with, if any."""
+        label = context._name
+        queue = self.queues.get(context._handle, [])
+        if not queue:
+            raise ReplayMismatch(
+                f"no recorded step: in your notebook {label} was not used this way during grading "
+                "(an earlier error, a timeout, or an altered check)"
+            )
+        call = queue.pop(0)
+        if call.get("method") != method:
+            raise ReplayMismatch(f"{label} was used differently in your notebook ({method})")
+        if "args" not in call:
+            raise ReplayMismatch(f"too many calls and steps to record ({label})")
+        if not same_input(args, self.decoder.decode(call["args"])):
+            if exc is not None:  # the grader's own error in the with-block: its check reports it
+                return False
+            raise ReplayMismatch(
+                f"{label} was left with a different exception in your notebook than in the "
+                "grader's check (was the check cell changed?)"
+            )
+        self._apply_states(call, label, context._args, context._kwargs)
+        self._raise_recorded_error(call, label, exc)
+        if "result" not in call:
+            raise ReplayMismatch(f"{label} did not finish {method} (interrupted or killed)")
         return self.decoder.decode(call["result"])
 
     @staticmethod
-    def _argument(key, args: list, kwargs: dict, name: str):
+    def _raise_recorded_error(call: dict, label: str, exc) -> None:
+        """Raise what the learner's code raised in the kernel (a fresh exception of that name; the
+        exception the check itself raised, when the learner's ``__exit__`` raised it again)."""
+        if "error" not in call:
+            return
+        error = call["error"] if type(call["error"]) is dict else {}
+        kind, message = (
+            str(error.get("type", "Error"))[:100],
+            str(error.get("message", ""))[:2000],
+        )
+        if exc is not None and error.get("reraised") is True and kind == type(exc).__name__:
+            raise exc
+        if kind == "NotImplementedError":
+            raise NotImplementedError(message)
+        if kind == "KeyboardInterrupt":
+            raise ReplayMismatch(f"{label} was interrupted (it ran past the time limit)")
+        raise type(kind if kind.isidentifier() else "Error", (Exception,), {})(message)
+
+    def _apply_states(self, call: dict, label: str, args: list, kwargs: dict) -> None:
+        """Put the check's spies (02.9: the model's hooks) in the state the kernel recorded after
+        this call or step."""
+        states = call.get("states", [])
+        if type(states) is not list:
+            raise codec.DecodeError("bad states")
+        for item in states:
+            self.budget.charge_callback()
+            if type(item) is not list or len(item) != 2:
+                raise codec.DecodeError("bad state")
+            target = self._argument(item[0], args, kwargs, label)
+            cls = type(target)
+            if not str(getattr(cls, "__module__", "")).startswith(
+                "course_utils.checks"
+            ) or not callable(getattr(cls, "_rsl_set_state", None)):
+                raise ReplayMismatch(f"{label} changed an argument the grader cannot set")
+            target._rsl_set_state(self.decoder.decode(item[1]))
+
+    @staticmethod
+    def _argument(key, args: list, kwargs: dict, label: str):
         if type(key) is int and 0 <= key < len(args):
             return args[key]
         if type(key) is str and key in kwargs:
             return kwargs[key]
         raise ReplayMismatch(
-            f"`{name}`: the record refers to an argument {key!r} the grader did not pass"
+            f"{label}: the record refers to an argument {key!r} the grader did not pass"
         )
 
     def _reissue_callbacks(self, call: dict, name: str, args: list, kwargs: dict) -> None:
@@ -210,7 +305,7 @@ class _ReplayState:
             self.budget.charge_callback()
             if type(callback) is not dict:
                 raise codec.DecodeError("bad callback")
-            target = self._argument(callback.get("arg"), args, kwargs, name)
+            target = self._argument(callback.get("arg"), args, kwargs, f"`{name}`")
             call_args = self.decoder.decode(callback.get("args", {"__list__": []}))
             call_kwargs = self.decoder.decode(callback.get("kwargs", {"__dict__": []}))
             if (
@@ -244,7 +339,7 @@ class _ReplayState:
             self.budget.charge_callback()
             if type(item) is not list or len(item) != 2:
                 raise codec.DecodeError("bad mutation")
-            target = self._argument(item[0], args, kwargs, name)
+            target = self._argument(item[0], args, kwargs, f"`{name}`")
             value = self.decoder.decode(item[1])
             if (
                 not isinstance(target, torch.Tensor)
@@ -380,9 +475,10 @@ class Judge:
     def _test_replay_on_the_solution(self) -> None:
         """Record the solution's own functions under each graded cell and replay them here.
 
-        A cell whose check observes effects the records cannot carry (hooks left on the model, calls
-        on a spy object) fails this self-test; the grader then falls back to the kernel's verdict
-        for that cell and says so. The decision uses only trusted code and data, so a submission
+        A cell whose check observes effects the records cannot carry (changes to an object the check
+        passed in that is neither a tensor nor a spy recording its calls or its state) fails this
+        self-test; the grader then falls back to the kernel's verdict for that cell and says so
+        (none in lessons 00 and 02). The decision uses only trusted code and data, so a submission
         cannot switch a cell to the weaker mode.
         """
         import tempfile
