@@ -1,6 +1,14 @@
-"""Shared fixtures: one model for the whole test session (loading takes ~2 s warm, ~20 s cold)."""
+"""Shared fixtures: one model for the whole test session (loading takes ~2 s warm, ~20 s cold), the
+learner's functions from a solution notebook; and ``stub``, which the checks' tests import (``from
+conftest import stub``: pytest puts this folder on ``sys.path``)."""
 
 import pytest
+
+
+def stub(*args, **kwargs):
+    """An exercise function as the student notebook hands it out (``raise NotImplementedError()``):
+    every check must fail on it, saying it is not implemented yet."""
+    raise NotImplementedError()
 
 
 @pytest.fixture(scope="session")

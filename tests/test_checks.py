@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import stub
 
 from course_utils import checks
 from course_utils.checks import (
@@ -98,10 +99,6 @@ def test_compare_tensors_returns_max_diff_within_tolerance():
 def right_probs(model, prompt):
     with torch.no_grad():
         return model(model.to_tokens(prompt))[0, -1].softmax(-1)
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError()
 
 
 @pytest.mark.parametrize(

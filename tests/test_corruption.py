@@ -6,6 +6,7 @@ lesson imports them, so the package keeps no copy): the ``lesson03`` fixture loa
 
 import pytest
 import torch
+from conftest import stub
 
 from course_utils.checks import CheckFailed
 from course_utils.checks import corruption as checks
@@ -67,10 +68,6 @@ def test_corruption_effects_on_the_eiffel_tower(model):
     )
 
 
-def _stub(*args, **kwargs):
-    raise NotImplementedError()
-
-
 def _clean_prob(model, prompt, answer, positions):
     return answer_prob(model, prompt, answer)  # forgot the hook
 
@@ -88,7 +85,7 @@ def _returns_tensor_list(model, prompt, answer, positions):
 @pytest.mark.parametrize(
     "wrong,message",
     [
-        (_stub, "not implemented"),
+        (stub, "not implemented"),
         (_clean_prob, "clean probability"),
         (_off_by_one, "expected"),
         (_returns_tensor_list, "expected a float"),
@@ -114,7 +111,7 @@ def _mean_only(model, prompt, answer, positions, scale, n_samples, seed=0):
 
 @pytest.mark.parametrize(
     "wrong,message",
-    [(_stub, "not implemented"), (_loop_with_seeds, "values differ"), (_mean_only, "wrong shape")],
+    [(stub, "not implemented"), (_loop_with_seeds, "values differ"), (_mean_only, "wrong shape")],
 )
 def test_check_noised_answer_probs_fails_on_wrong_functions(model, wrong, message):
     with pytest.raises(CheckFailed, match=message):
@@ -134,7 +131,7 @@ def _without_bos_entry(model, prompt, answer):
 @pytest.mark.parametrize(
     "wrong,message",
     [
-        (_stub, "not implemented"),
+        (stub, "not implemented"),
         (_bos_corrupted_too, "values differ"),
         (_without_bos_entry, "wrong shape"),
     ],

@@ -6,23 +6,10 @@ import nbformat
 import pytest
 
 from course_utils import exercises
+from course_utils.authoring.exercise_format import nbgrader_metadata
 from course_utils.colab import setup_cell_source
 
 LESSONS = exercises.lesson_paths()
-
-
-def _nbgrader(grade_id, solution=False, grade=False, points=None):
-    meta = {
-        "grade": grade,
-        "grade_id": grade_id,
-        "locked": not solution,
-        "schema_version": 3,
-        "solution": solution,
-        "task": False,
-    }
-    if points is not None:
-        meta["points"] = points
-    return {"nbgrader": meta}
 
 
 def make_solution():
@@ -35,12 +22,12 @@ def make_solution():
         nbformat.v4.new_code_cell(
             'def double(x):\n    """Twice x."""\n    ### BEGIN SOLUTION\n'
             "    y = 2 * x\n    return y\n    ### END SOLUTION",
-            metadata=_nbgrader("ex_double", solution=True),
+            metadata=nbgrader_metadata("ex_double", solution=True),
         ),
         nbformat.v4.new_code_cell(
             "assert double(2) == 4\n"
             "### BEGIN HIDDEN TESTS\nassert double(5) == 10\n### END HIDDEN TESTS",
-            metadata=_nbgrader("check_double", grade=True, points=1),
+            metadata=nbgrader_metadata("check_double", solution=False),
         ),
     ]
     cells[3].outputs = [nbformat.v4.new_output("stream", name="stdout", text="ok\n")]

@@ -10,30 +10,17 @@ import pytest
 
 from course_utils import exercises, paths
 from course_utils.authoring import export, generated
+from course_utils.authoring.exercise_format import nbgrader_metadata
 from course_utils.colab import setup_cell_source
 from course_utils.exercises import FormatError
 
 
-def _nbgrader(grade_id, solution):
-    return {
-        "nbgrader": {
-            "grade": not solution,
-            "grade_id": grade_id,
-            "locked": not solution,
-            "schema_version": 3,
-            "solution": solution,
-            "task": False,
-            **({} if solution else {"points": 1}),
-        }
-    }
-
-
 def exercise(grade_id, source):
-    return nbformat.v4.new_code_cell(source, metadata=_nbgrader(grade_id, True))
+    return nbformat.v4.new_code_cell(source, metadata=nbgrader_metadata(grade_id, solution=True))
 
 
 def check(grade_id, source):
-    return nbformat.v4.new_code_cell(source, metadata=_nbgrader(grade_id, False))
+    return nbformat.v4.new_code_cell(source, metadata=nbgrader_metadata(grade_id, solution=False))
 
 
 SCALE = '''def scale(x: torch.Tensor, factor: float) -> torch.Tensor:

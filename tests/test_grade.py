@@ -351,6 +351,21 @@ def test_nbgrader_generate_and_autograde(tmp_path):
     assert "raise NotImplementedError()" in text
 
     release = nbformat.read(released, as_version=4)
+    # nbgrader's student version is ours, cell for cell (same kind, text and grade_id)
+    ours = nbformat.read(NOTEBOOKS / f"{LESSON}.ipynb", as_version=4)
+
+    def cells(nb):
+        return [
+            (c.cell_type, c.source, c.metadata.get("nbgrader", {}).get("grade_id"))
+            for c in nb.cells
+        ]
+
+    assert len(release.cells) == len(ours.cells), (len(release.cells), len(ours.cells))
+    differ = [i for i, (a, b) in enumerate(zip(cells(release), cells(ours), strict=True)) if a != b]
+    assert not differ, (
+        f"nbgrader's released notebook differs from notebooks/{LESSON}.ipynb in cells {differ}; "
+        f"first: {cells(release)[differ[0]]!r} != {cells(ours)[differ[0]]!r}"
+    )
     solution = nbformat.read(SOLUTIONS / f"{LESSON}.ipynb", as_version=4)
     answers = {
         c.metadata["nbgrader"]["grade_id"]: c.source

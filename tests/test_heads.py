@@ -4,6 +4,7 @@ the typical mistakes it names (wrong head axis, no final-norm scale, wrong patch
 import matplotlib
 import pytest
 import torch
+from conftest import stub
 
 from course_utils import heads
 from course_utils.checks import CheckFailed
@@ -18,10 +19,6 @@ PROMPT, CORRUPTED = checks.PROMPT, checks.CORRUPTED
 @pytest.fixture(scope="module")
 def ids(model):
     return answer_token_id(model, " Paris"), answer_token_id(model, " Rome")
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError()
 
 
 # --- reference solutions (what the lesson's solution cells do) and typical mistakes -------------

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from conftest import stub
 
 from course_utils import hooks
 from course_utils.checks import CheckFailed
@@ -178,10 +179,6 @@ def test_attached_hook_count_sees_permanent_hooks(model):
 # ---- the checks: pass on solutions, fail on wrong code -------------------------------------------
 
 
-def not_implemented(*args, **kwargs):
-    raise NotImplementedError()
-
-
 @pytest.fixture(scope="module")
 def lesson02(solution_functions):
     """The functions lesson 02's learner writes, from the solution notebook (their one source)."""
@@ -225,7 +222,7 @@ def test_closure_checks_pass_and_fail(lesson02):
     checks.check_multiplier_and_adder_lambda(good_lambda, hidden=True)
     checks.check_sum_multiplied_and_added(lesson02["sum_multiplied_and_added"])
     for wrong in (
-        not_implemented,
+        stub,
         lambda v: None,
         lambda v: 10 * v,
         shared_state_multiplier_and_adder,
@@ -237,14 +234,14 @@ def test_closure_checks_pass_and_fail(lesson02):
     with pytest.raises(CheckFailed, match="a \\* fixed_value \\+ b"):  # the targeted hint
         checks.check_multiplier_and_adder(old_course_multiplier_and_adder)
     for wrong in (
-        not_implemented,
+        stub,
         good,
         lambda v: lambda a, b: a * v + b,
     ):  # a def-function is not a lambda
         with pytest.raises(CheckFailed):
             checks.check_multiplier_and_adder_lambda(wrong)
     for wrong in (
-        not_implemented,
+        stub,
         lambda f, pairs: sum(a * 10 + b for a, b in pairs),
         lambda f, pairs: f(*pairs[0]),
         lambda f, pairs: sum(f(b, a) for a, b in pairs),
@@ -295,7 +292,7 @@ def test_position_scaler_check_passes_and_fails():
 
         return scale
 
-    for wrong in (not_implemented, no_copy, in_place, batch_axis, lambda p, f: None):
+    for wrong in (stub, no_copy, in_place, batch_axis, lambda p, f: None):
         with pytest.raises(CheckFailed):
             checks.check_position_scaler(wrong)
 
@@ -326,7 +323,7 @@ def test_resid_post_stack_check_passes_and_fails(model):
     def with_batch(model, prompt):
         return good_resid_post_stack(model, prompt)[:, None]
 
-    for wrong in (not_implemented, unfiltered, resid_pre, with_batch):
+    for wrong in (stub, unfiltered, resid_pre, with_batch):
         with pytest.raises(CheckFailed):
             checks.check_resid_post_stack(wrong, model)
 
@@ -365,7 +362,7 @@ def test_zero_ablation_check_passes_and_fails(model):
     checks.check_zero_ablation(hooks.make_zero_ablation, model)
     checks.check_zero_ablation(_factory(_zero_pos), model, hidden=True)
     wrongs = [
-        not_implemented,
+        stub,
         lambda positions: None,
         _factory(_zero_pos, returns=False),
         _factory(_zero_pos, clone=False),
@@ -403,7 +400,7 @@ def test_mean_ablation_check_passes_and_fails(model):
 
         return hook_fn
 
-    for wrong in (not_implemented, zeros_instead, edits_mean, in_place):
+    for wrong in (stub, zeros_instead, edits_mean, in_place):
         with pytest.raises(CheckFailed):
             checks.check_mean_ablation(wrong, model)
 
@@ -430,7 +427,7 @@ def test_patch_check_passes_and_fails(model):
 
         return hook_fn
 
-    for wrong in (not_implemented, writes_into_cache, all_positions, forgets_return):
+    for wrong in (stub, writes_into_cache, all_positions, forgets_return):
         with pytest.raises(CheckFailed):
             checks.check_patch_from(wrong, model)
     assert hooks.attached_hook_count(model) == 0
@@ -461,7 +458,7 @@ def test_temporary_hooks_check_passes_and_fails(model, lesson02):
         yield model
 
     @contextmanager
-    def stub(model, fwd_hooks):
+    def stub_manager(model, fwd_hooks):
         raise NotImplementedError()
         yield model
 
@@ -470,7 +467,7 @@ def test_temporary_hooks_check_passes_and_fails(model, lesson02):
             model.add_hook(name, fn)
         return model
 
-    for wrong in (stub, no_finally, swallows, never_attaches, not_a_context_manager):
+    for wrong in (stub_manager, no_finally, swallows, never_attaches, not_a_context_manager):
         with pytest.raises(CheckFailed):
             checks.check_temporary_hooks(wrong, model)
         assert hooks.attached_hook_count(model) == 0  # the check cleans up after a failure

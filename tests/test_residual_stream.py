@@ -3,6 +3,7 @@
 import matplotlib
 import pytest
 import torch
+from conftest import stub
 
 from course_utils import residual_stream as rs
 from course_utils.checks import CheckFailed
@@ -145,10 +146,6 @@ def test_explorer_is_a_widget_when_ipywidgets_is_installed(model, run):
 # --- checks pass on the reference and fail on wrong code ------------------------------------------
 
 
-def _stub(*args, **kwargs):
-    raise NotImplementedError()
-
-
 def _zero_last(activation, hook):
     activation = activation.clone()
     activation[:, -1] = 0
@@ -198,7 +195,7 @@ def test_check_passes_on_reference(model, check, reference):
 @pytest.mark.parametrize("check", [c for c, _ in REFERENCE], ids=[c.__name__ for c, _ in REFERENCE])
 def test_check_fails_on_stub(model, check):
     with pytest.raises(CheckFailed, match="not implemented"):
-        check(_stub, model)
+        check(stub, model)
 
 
 def _tiled_attention_z(pattern, v):

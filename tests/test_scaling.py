@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+from conftest import stub
 
 from course_utils import scaling as sc
 from course_utils.checks import CheckFailed
@@ -224,9 +225,6 @@ def test_unreachable_ndif_gives_a_readable_answer_not_a_hang(no_credentials, mon
 
 
 def test_checks_fail_on_stubs(nn_model, model):
-    def stub(*args):
-        raise NotImplementedError()
-
     for check in (checks.check_logit_lens, checks.check_patch_layer):
         with pytest.raises(CheckFailed):
             check(stub, nn_model, model)

@@ -4,6 +4,7 @@ import random
 
 import pytest
 import torch
+from conftest import stub
 
 from course_utils import task_vectors as tv
 from course_utils.checks import CheckFailed
@@ -280,15 +281,11 @@ def _accuracy_right(model, queries, answers, theta, layer):
     )
 
 
-def _stub(*args, **kwargs):
-    raise NotImplementedError()
-
-
 def test_check_task_vector(model):
     checks.check_task_vector(_task_vector_right, model)
     checks.check_task_vector(_task_vector_right, model, hidden=True)
     wrong = {
-        "stub": _stub,
+        "stub": stub,
         "state leaving the block": lambda m, p, layer: tv.extract_task_vector(
             m, p, layers=[layer + 1]
         )[0],
@@ -328,7 +325,7 @@ def test_check_patch_hook(model):
 
         return hook
 
-    for fn in (_stub, every_position, always_replace, last_position, lambda v, p, mode: None):
+    for fn in (stub, every_position, always_replace, last_position, lambda v, p, mode: None):
         with pytest.raises(CheckFailed):
             checks.check_patch_hook(fn, model)
 
@@ -348,6 +345,6 @@ def test_check_task_vector_accuracy(model):
     def no_space(model, queries, answers, theta, layer):
         return _accuracy_right(model, queries, [a.lower() for a in answers], theta, layer)
 
-    for fn in (_stub, zero_shot_only, added, no_space, lambda *a: 1.0):
+    for fn in (stub, zero_shot_only, added, no_space, lambda *a: 1.0):
         with pytest.raises(CheckFailed):
             checks.check_task_vector_accuracy(fn, model)

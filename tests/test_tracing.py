@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import stub
 
 from course_utils import tracing
 from course_utils.checks import CheckFailed
@@ -312,10 +313,6 @@ def test_lesson_04_quiz_bank_is_built_from_its_spec():
 # ---- checks: each must fail on the stub and on a plausible mistake -------------------------------
 
 
-def _stub(*args, **kwargs):
-    raise NotImplementedError()
-
-
 def _good_noise_hook(span, scale, seed):
     def hook(embed, hook=None):
         noise = tracing.make_noise(embed.shape[0], span[1] - span[0], embed.shape[2], scale, seed)
@@ -362,7 +359,7 @@ def test_noise_and_restore_checks_pass_on_correct_code(model):
 @pytest.mark.parametrize(
     "wrong",
     [
-        _stub,
+        stub,
         _unseeded_noise_hook,
         lambda span, scale, seed: _good_noise_hook(span, 2 * scale, seed),
     ],
@@ -375,7 +372,7 @@ def test_noise_check_fails_on_wrong_code(model, wrong):
 @pytest.mark.parametrize(
     "wrong",
     [
-        _stub,
+        stub,
         _in_place_restore_hook,
         lambda clean, position: _good_restore_hook(clean, position + 1),
     ],
@@ -396,7 +393,7 @@ def _cell_without_restore(
 
 
 def test_trace_cell_check_fails_on_wrong_code(model):
-    for wrong in (_stub, _cell_without_restore, lambda *args, **kwargs: 0.5):
+    for wrong in (stub, _cell_without_restore, lambda *args, **kwargs: 0.5):
         with pytest.raises(CheckFailed):
             checks.check_trace_cell(wrong, model)
 
@@ -404,7 +401,7 @@ def test_trace_cell_check_fails_on_wrong_code(model):
 def test_row_and_heatmap_checks_fail_on_wrong_code(model):
     n_layers = model.cfg.n_layers
     for wrong in (
-        _stub,
+        stub,
         lambda *args, **kwargs: torch.zeros(n_layers),
         lambda *args, **kwargs: torch.zeros(n_layers - 1),
     ):
@@ -412,7 +409,7 @@ def test_row_and_heatmap_checks_fail_on_wrong_code(model):
             checks.check_trace_row(wrong, model)
     n_pos = model.to_tokens(checks.SHORT_FACT[0]).shape[1]  # the heatmap check uses a short prompt
     for wrong in (
-        _stub,
+        stub,
         lambda *args, **kwargs: torch.zeros(2, n_pos),
         lambda *args, **kwargs: torch.zeros(2, n_pos + 5),
         lambda *args, **kwargs: [[0.0] * n_pos] * 2,

@@ -20,23 +20,10 @@ from pathlib import Path
 import jupytext
 import nbformat
 
+from course_utils.authoring.exercise_format import nbgrader_metadata
 from course_utils.colab import setup_cell_source
 
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
-
-
-def _nbgrader(grade_id: str, solution: bool, points: int | None = None) -> dict:
-    meta = {
-        "grade": not solution,
-        "grade_id": grade_id,
-        "locked": not solution,
-        "schema_version": 3,
-        "solution": solution,
-        "task": False,
-    }
-    if points is not None:
-        meta["points"] = points
-    return {"nbgrader": meta}
 
 
 def _cell(cell) -> nbformat.NotebookNode:
@@ -49,11 +36,8 @@ def _cell(cell) -> nbformat.NotebookNode:
     if role in ("exercise", "check"):
         if len(rest) != 1:
             raise ValueError(f"'# %% {role}' needs exactly one GRADE_ID, got {rest}")
-        meta = (
-            _nbgrader(rest[0], True)
-            if role == "exercise"
-            else _nbgrader(rest[0], False, int(cell.metadata.get("points", 1)))
-        )
+        points = int(cell.metadata.get("points", 1))
+        meta = nbgrader_metadata(rest[0], solution=role == "exercise", points=points)
         return nbformat.v4.new_code_cell(cell.source, metadata=meta)
     if role:
         raise ValueError(f"unknown cell marker '# %% {role}': use exercise, check or setup")

@@ -51,6 +51,22 @@ def nbgrader_meta(cell) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {})
 
 
+def nbgrader_metadata(grade_id: str, solution: bool, points: float = 1) -> dict:
+    """The metadata of a new exercise cell (``solution=True``: an autograded answer, unlocked) or
+    check cell (graded, locked, worth ``points``), as nbgrader writes it (schema version 3)."""
+    meta = {
+        "grade": not solution,
+        "grade_id": grade_id,
+        "locked": not solution,
+        "schema_version": 3,
+        "solution": solution,
+        "task": False,
+    }
+    if not solution:
+        meta["points"] = points
+    return {"nbgrader": meta}
+
+
 def is_exercise(cell) -> bool:
     return cell.cell_type == "code" and bool(nbgrader_meta(cell).get("solution"))
 

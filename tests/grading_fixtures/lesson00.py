@@ -13,6 +13,8 @@ from pathlib import Path
 
 import nbformat
 
+from course_utils.authoring.exercise_format import nbgrader_metadata
+
 ROOT = Path(__file__).resolve().parents[2]
 STUDENT = ROOT / "notebooks" / "00_first_look.ipynb"
 EX1, EX2 = "ex00_next_token_probs", "ex00_top_k"
@@ -407,16 +409,7 @@ def invalid_files() -> dict[str, tuple[bytes, str]]:
     other.cells = [
         nbformat.v4.new_code_cell(
             "def embed(model, tokens):\n    raise NotImplementedError()",
-            metadata={
-                "nbgrader": {
-                    "solution": True,
-                    "grade": False,
-                    "grade_id": "ex01_embed",
-                    "locked": False,
-                    "schema_version": 3,
-                    "task": False,
-                }
-            },
+            metadata=nbgrader_metadata("ex01_embed", solution=True),
         )
     ]
     v3 = {"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [{"cells": []}]}
