@@ -258,7 +258,6 @@ def test_hostile_and_honest_batch(tmp_path, capfd):
             problems.append(f"{name}: error column {row['error']!r} lacks {want['error']!r}")
         if not want["error"] and row["error"]:
             problems.append(f"{name}: unexpected error {row['error']!r}")
-        assert row["kernel_trusted_points"] == "0"
     assert not problems, "\n".join(problems)
     # the JSON explains each cell; a hostile print never becomes the verdict
     assert "not implemented" in messages["honest_stub.ipynb"]["cells"]["check00_top_k"]["message"]
@@ -268,9 +267,6 @@ def test_hostile_and_honest_batch(tmp_path, capfd):
     )
     assert "MemoryError" in messages["memory_bomb.ipynb"]["cells"]["check00_top_k"]["message"]
     assert messages["big_output.ipynb"]["output_chars"] >= 10_000_000
-    assert {
-        c["trust"] for s in report["submissions"] for c in s["cells"].values() if "trust" in c
-    } == {"grader"}
     assert len(results) == len(expected)
     # honest work that was moved around is graded where the student put it, and the row says so
     assert any("deleted" in n for n in messages["honest_no_check_cells.ipynb"]["notes"])

@@ -603,11 +603,32 @@ def test_a_hook_other_than_the_given_one_is_not_replayed(tmp_path, model):
 
 @pytest.mark.slow
 def test_every_lesson02_graded_cell_is_replayed():
-    """The replay self-test on the solution decides, per lesson, which cells the grader decides
-    itself: in lesson 02 all of them, 02.9 temporary_hooks included, so no point there depends on
-    the kernel's verdict."""
+    """The grader replays the solution's own records of every graded cell before grading anyone
+    (02.9 temporary_hooks included) and passes them all."""
     from course_utils.grading.lesson import load_lesson
 
-    judge = Judge(load_lesson("02_hooks"))
-    assert "check02_temporary_hooks" in judge.replayable
-    assert all(judge.replayable.values()), judge.self_test
+    lesson = load_lesson("02_hooks")
+    judge = Judge(lesson)
+    assert set(judge.self_test) == {c.grade_id for c in lesson.grade_cells}
+    assert "✅ 02.9 temporary_hooks" in judge.self_test["check02_temporary_hooks"]
+
+
+def test_a_lesson_with_a_cell_the_records_cannot_carry_is_refused():
+    """A check that observes an effect no record carries (here: the learner's function appends to a
+    list the check passed in) fails the self-test on the solution itself, and the grader refuses the
+    lesson rather than fall back on the kernel's forgeable verdict."""
+    from pathlib import Path
+
+    from course_utils.grading.lesson import Lesson
+
+    def fill(box):
+        box.append(1)  # an in-place edit of a list: not recorded (only tensors are)
+
+    source = "box = []\nfill(box)\nassert box == [1], 'fill did not fill the box'"
+    cell = GradeCell("check99_fill", 0, source, 1.0, "ex99_fill", ["fill"])
+    judge = Judge.__new__(Judge)
+    judge.lesson = Lesson("99_fill", Path("99_fill.ipynb"), None, [cell], ["ex99_fill"])
+    judge.snapshots = {"check99_fill": {"fill": fill}}
+    judge.self_test = {}
+    with pytest.raises(RuntimeError, match="check99_fill cannot be graded by replay"):
+        judge._test_replay_on_the_solution()

@@ -39,18 +39,18 @@ Threat model. Defended, with the test that shows it (tests/test_grade.py
 * Forged verdicts: fake "passed" prints, edited or deleted check cells, monkeypatching
   ``course_utils.checks`` / ``torch.testing`` / ``RESULTS`` in the kernel, objects whose ``__eq__``
   is always true, tensor subclasses, forged records (they only claim outputs, which the grader
-  checks against its own truth for its own inputs) (batch). No graded cell of lessons 00 and 02
-  needs the kernel's verdict: calls on a check's spy object are recorded and repeated on the
-  grader's spy (``test_resid_post_stack_is_replayed_with_the_spy_calls``), and ``02.9
-  temporary_hooks`` is replayed from the hooks its context manager left on the model after each
-  step, so a printed pass, a swallowed failure with ``RESULTS`` rewritten, a replaced check or a
-  patched ``expect`` all score 0, while honest ``@contextmanager``, class-based and
-  ``model.hooks`` versions score (``test_a_forged_temporary_hooks_verdict_scores_zero``,
-  ``test_honest_temporary_hooks_score``, ``test_wrong_temporary_hooks_score_zero``,
-  ``test_every_lesson02_graded_cell_is_replayed``). A cell of another lesson that failed the replay
-  self-test on its solution would still be graded by the kernel's verdict, marked ``trust:
-  kernel`` in the JSON and counted in the CSV's ``kernel_trusted_points`` column (see "not
-  defended").
+  checks against its own truth for its own inputs) (batch). No point is decided by the kernel's
+  verdict: calls on a check's spy object are recorded and repeated on the grader's spy
+  (``test_resid_post_stack_is_replayed_with_the_spy_calls``), and ``02.9 temporary_hooks`` is
+  replayed from the hooks its context manager left on the model after each step, so a printed pass,
+  a swallowed failure with ``RESULTS`` rewritten, a replaced check or a patched ``expect`` all score
+  0 while honest ``@contextmanager``, class-based and ``model.hooks`` versions score
+  (``test_a_forged_temporary_hooks_verdict_scores_zero``, ``test_honest_temporary_hooks_score``,
+  ``test_wrong_temporary_hooks_score_zero``). Before grading, the grader replays the solution's own
+  records of every graded cell and refuses a lesson in which one fails, naming the cell, rather than
+  trust a kernel (``test_every_lesson02_graded_cell_is_replayed``,
+  ``test_a_lesson_with_a_cell_the_records_cannot_carry_is_refused``; every graded cell of lessons
+  00-07 passes).
 * Reading the truth: learner code runs before the check computes its expected values
   (``test_learner_code_cannot_read_the_truth_from_the_call_stack``,
   ``test_a_hook_cannot_read_the_truth_from_the_call_stack``); a table of answers for the fixed
@@ -86,15 +86,13 @@ Threat model. Defended, with the test that shows it (tests/test_grade.py
 
 Not defended: without root there are no namespaces, allow-list, cgroup or uid switch, so a kernel
 runs as the grader's user and can read the solutions and write files (the batch then reports whether
-the trusted files changed); a graded cell whose check observes effects the records cannot carry
-would be graded by the kernel's verdict, which a student can forge (none in lessons 00 and 02;
-lessons 03-07 are not yet shown to have none: the CSV's ``kernel_trusted_points`` shows such
-points); a spy's recorded method calls (02.5: "called run_with_cache with a names filter") and
-recorded states (02.9: "the hook was attached on entering and gone after leaving") are the kernel's
-claim, though 02.5's tensor is checked and 02.9's hooks must be the check's own functions at the
-hook point the grader's seed chose; 02.9 replays only the hook functions the check passed in (a
-learner's wrapper around one scores 0, with a message saying so); hidden inputs are drawn at grading
-time for lessons 00 and 02 only (the other lessons' checks keep fixed hidden inputs, and ``02.1
+the trusted files changed); a spy's recorded method calls (02.5: "called run_with_cache with a names
+filter") and recorded states (02.9: "the hook was attached on entering and gone after leaving") are
+the kernel's claim, though 02.5's tensor is checked and 02.9's hooks must be the check's own
+functions at hook points of the grader's model; 02.9 replays only the hook functions the check
+passed in (a learner's wrapper around one scores 0, with a message saying so:
+``test_a_hook_other_than_the_given_one_is_not_replayed``); hidden inputs are drawn at grading time
+for lessons 00 and 02 only (the other lessons' checks keep fixed hidden inputs, and ``02.1
 multiplier_and_adder`` is being changed elsewhere); disk filling in the scratch folder beyond
 ``RLIMIT_FSIZE`` per file; CPU use within the timeouts; a learner computing correct outputs with the
 course's own helpers (``course_utils.predictions``, ``course_utils.hooks.temporary_hooks``), which

@@ -72,9 +72,6 @@ class SubmissionResult:
     seconds: float = 0.0
     output_chars: int = 0
     isolation: str = ""
-    # points decided by the kernel's own verdict: only for a cell that failed the replay
-    # self-test on its solution (none in lessons 00 and 02)
-    kernel_trusted_points: float = 0.0
 
 
 # ---------------------------------------------------------------- worker side
@@ -251,7 +248,7 @@ def grade_one(index: int, path: str, name: str) -> SubmissionResult:
 
 
 def _run_and_judge(index, nb, lesson, settings, result) -> None:
-    from .judge import Budget, Verdict
+    from .judge import Budget
     from .kernel import KernelSession, MemoryCgroup
 
     judge = _WORKER["judge"]
@@ -282,7 +279,6 @@ def _run_and_judge(index, nb, lesson, settings, result) -> None:
     }
     session = KernelSession(scratch, _kernel_env(scratch, _WORKER["model_cache"]), config)
     status: dict[str, str] = {}
-    errors: dict[str, str] = {}
     stopped = ""
     try:
         try:
@@ -327,7 +323,6 @@ def _run_and_judge(index, nb, lesson, settings, result) -> None:
             )
             if cell.kind == "check":
                 status[cell.grade_id] = run.status
-                errors[cell.grade_id] = run.error
             if run.status == "timeout" and cell.kind == "student":
                 result.notes.append(f"{where} timed out and was interrupted")
             if run.status == "dead":
@@ -353,18 +348,7 @@ def _run_and_judge(index, nb, lesson, settings, result) -> None:
                 not_run.append(grade.grade_id)
                 entry["message"] = f"not run: {stopped}" if stopped else "not run"
                 continue
-            if judge.replayable[grade.grade_id]:
-                verdict = judge.grade(grade, records_fd, budget, seed=seed)
-                entry["trust"] = "grader"
-            else:
-                # see Judge._test_replay_on_the_solution: decided per lesson, never per submission
-                verdict = Verdict(
-                    cell_status == "ok",
-                    "passed in the kernel"
-                    if cell_status == "ok"
-                    else f"failed in the kernel: {errors.get(grade.grade_id, '')}",
-                )
-                entry["trust"] = "kernel"
+            verdict = judge.grade(grade, records_fd, budget, seed=seed)
             entry["passed"] = verdict.passed
             entry["points"] = grade.points if verdict.passed else 0.0
             entry["message"] = verdict.message
@@ -373,8 +357,6 @@ def _run_and_judge(index, nb, lesson, settings, result) -> None:
                 entry["message"] = (
                     f"timed out after {settings.cell_timeout:.0f} s; {verdict.message}"
                 )
-            if entry["trust"] == "kernel":
-                result.kernel_trusted_points += entry["points"]
         if stopped:
             result.error = f"{stopped}; zero for {', '.join(not_run)}" if not_run else stopped
     finally:
@@ -590,7 +572,6 @@ def _columns(lesson: Lesson) -> list[str]:
         *(c.grade_id for c in lesson.grade_cells),
         "total",
         "max_points",
-        "kernel_trusted_points",
         "error",
     ]
 
@@ -601,7 +582,6 @@ def _row(lesson: Lesson, r: SubmissionResult) -> list[str]:
         *(_number(r.cells.get(c.grade_id, {}).get("points", 0.0)) for c in lesson.grade_cells),
         _number(r.total),
         _number(r.max_points),
-        _number(r.kernel_trusted_points),
         csv_text(r.error),
     ]
 

@@ -442,8 +442,7 @@ class Judge:
     def __init__(self, lesson: Lesson):
         self.lesson = lesson
         self.snapshots: dict[str, dict] = {}
-        self.replayable: dict[str, bool] = {}
-        self.self_test: dict[str, str] = {}
+        self.self_test: dict[str, str] = {}  # grade_id -> the grader's verdict on the solution
         self._run_solution()
         self._test_replay_on_the_solution()
 
@@ -477,9 +476,9 @@ class Judge:
 
         A cell whose check observes effects the records cannot carry (changes to an object the check
         passed in that is neither a tensor nor a spy recording its calls or its state) fails this
-        self-test; the grader then falls back to the kernel's verdict for that cell and says so
-        (none in lessons 00 and 02). The decision uses only trusted code and data, so a submission
-        cannot switch a cell to the weaker mode.
+        self-test, and the grader refuses the lesson, naming the cell: no point is ever decided by
+        the kernel's own verdict (every graded cell of lessons 00-07 passes). The test uses only
+        trusted code and data.
         """
         import tempfile
 
@@ -508,9 +507,14 @@ class Judge:
                         f"{self.lesson.path.name}: {cell.grade_id} fails on the solution: {ran}"
                     )
                 verdict = self.grade(cell, folder, seed=seed)
-                self.replayable[cell.grade_id] = verdict.passed
-                self.self_test[cell.grade_id] = verdict.message
                 del checks.RESULTS[:]  # the self-test's results are not anybody's
+                if not verdict.passed:
+                    raise RuntimeError(
+                        f"{self.lesson.path.name}: {cell.grade_id} cannot be graded by replay: "
+                        f"replaying the solution's own records fails ({verdict.message}); its "
+                        "check observes something the kernel's records do not carry"
+                    )
+                self.self_test[cell.grade_id] = verdict.message
 
     @staticmethod
     def _compiled(cell: GradeCell):
