@@ -285,6 +285,50 @@ def test_hostile_and_honest_batch(tmp_path, capfd):
         assert all("allow-list" in s["isolation"] for s in report["submissions"] if s["isolation"])
 
 
+def _answers(lesson: str) -> dict[str, str]:
+    """grade_id -> source of each exercise cell of the lesson's solution (markers and all: they are
+    comments)."""
+    solution = nbformat.read(SOLUTIONS / f"{lesson}.ipynb", as_version=4)
+    return {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in solution.cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
+
+
+FORGED_TEMPORARY_HOOKS = (
+    "checks.check_temporary_hooks = lambda *args, **kwargs: print('✅ 02.9 temporary_hooks')"
+    "\n\n@contextmanager\ndef temporary_hooks(model, fwd_hooks):\n    yield model\n"
+)
+
+
+@pytest.mark.slow
+def test_lesson02_temporary_hooks_is_decided_by_the_grader(tmp_path):
+    """02.9 in real kernels: its context manager's effects on the model are recorded there and
+    replayed by the grader, so the one-line forgery (the check replaced by a printed pass) that the
+    kernel's own verdict used to reward scores 0, and the solution scores every point."""
+    answers = _answers("02_hooks")
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    for name, temporary_hooks in (("honest", None), ("forged", FORGED_TEMPORARY_HOOKS)):
+        nb = nbformat.read(NOTEBOOKS / "02_hooks.ipynb", as_version=4)
+        for cell in nb.cells:
+            gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if gid in answers:
+                replace = gid == "ex02_temporary_hooks" and temporary_hooks
+                cell.source = temporary_hooks if replace else answers[gid]
+        nbformat.write(nb, submissions / f"{name}.ipynb")
+    settings = Settings(cell_timeout=120, submission_timeout=900, memory_gb=4.5, workers=1)
+    results = {
+        r.submission: r for r in grade_folder("02_hooks", submissions, tmp_path / "out", settings)
+    }
+    honest, forged = results["honest.ipynb"], results["forged.ipynb"]
+    assert honest.total == honest.max_points == 9, honest.cells
+    hooks_cell = forged.cells["check02_temporary_hooks"]
+    assert hooks_cell["points"] == 0 and "no recorded output" in hooks_cell["message"], hooks_cell
+    assert forged.total == 8, forged.cells
+
+
 # ------------------------------------------------------------------ slow: real nbgrader
 
 NBGRADER_VENV = ROOT / ".venv-nbgrader"
@@ -362,12 +406,7 @@ def test_nbgrader_generate_and_autograde(tmp_path):
         f"nbgrader's released notebook differs from notebooks/{LESSON}.ipynb in cells {differ}; "
         f"first: {cells(release)[differ[0]]!r} != {cells(ours)[differ[0]]!r}"
     )
-    solution = nbformat.read(SOLUTIONS / f"{LESSON}.ipynb", as_version=4)
-    answers = {
-        c.metadata["nbgrader"]["grade_id"]: c.source
-        for c in solution.cells
-        if c.metadata.get("nbgrader", {}).get("solution")
-    }
+    answers = _answers(LESSON)
     alice = nbformat.from_dict(json.loads(json.dumps(release)))
     for cell in alice.cells:
         gid = cell.metadata.get("nbgrader", {}).get("grade_id")
