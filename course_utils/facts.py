@@ -114,7 +114,7 @@ def measure_fact(model, subject: str, relation: str, answer: str) -> dict:
     """
     import torch
 
-    from .predictions import answer_token_id
+    from .predictions import answer_rank, answer_token_id
 
     if relation.count("{}") != 1:
         raise ValueError(
@@ -125,7 +125,7 @@ def measure_fact(model, subject: str, relation: str, answer: str) -> dict:
     with torch.no_grad():
         probs = model(model.to_tokens(prompt))[0, -1].float().softmax(-1)
     p_answer = float(probs[answer_id])
-    rank = int((probs > probs[answer_id]).sum()) + 1
+    rank = int(answer_rank(probs, answer_id))
     return {
         "prompt": prompt,
         "p_answer": round(p_answer, 4),

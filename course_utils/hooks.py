@@ -5,12 +5,15 @@ hook point of a ``TransformerBridge`` (``"hook_embed"``, ``"blocks.5.hook_resid_
 Returning a tensor replaces the activation for the rest of the forward pass; returning ``None``
 keeps it.
 
-The factories below build hooks from a few settings (which positions, which replacement) and return
-a closure, so one line attaches an intervention::
+The factories build hooks from a few settings (which positions, which replacement) and return a
+closure, so one line attaches an intervention::
 
     model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", make_zero_ablation([2, 3, 4]))])
 
-Every hook made here:
+``make_zero_ablation``, ``make_mean_ablation`` and ``make_patch_from`` are lesson 02's exercises:
+their only text is the lesson's solution cells (marked ``#| export hooks``), imported here from the
+generated ``course_utils.from_solutions.hooks``. ``make_noise_hook`` is written here. Every one of
+these hooks, through the input checks of ``course_utils.positions``:
 
 * indexes the ``pos`` dimension, which is dim 1 of ``[batch, pos, ...]`` activations (the residual
   stream, ``hook_attn_out``, ``hook_mlp_out``, ``attn.hook_z``...); attention patterns and scores
@@ -34,172 +37,18 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-Positions = int | Sequence[int] | slice | Tensor
-HookFn = Callable[[Tensor, Any], Tensor | None]
+from .from_solutions.hooks import make_mean_ablation, make_patch_from, make_zero_ablation
+from .positions import HookFn, Positions, check_activation, normalize_positions
 
-# hook points whose dim 1 is not `pos`: [batch, n_heads, query_pos, key_pos]
-_NOT_POS_FIRST = ("hook_pattern", "hook_attn_scores")
-
-
-# ---- positions -----------------------------------------------------------------------------------
-
-
-def _normalize_positions(positions: Positions) -> list[int] | slice:
-    """``positions`` as a list of ints or a slice; raises a readable error for anything else."""
-    if isinstance(positions, slice):
-        return positions
-    if isinstance(positions, bool):
-        raise TypeError("positions must be an int, a list of ints or a slice, not a bool")
-    if isinstance(positions, int):
-        return [positions]
-    if isinstance(positions, Tensor):
-        if positions.dtype in (torch.bool,) or positions.is_floating_point() or positions.ndim > 1:
-            raise TypeError(
-                f"a positions tensor must be 1-D integer, got dtype {positions.dtype}, "
-                f"shape {tuple(positions.shape)}"
-            )
-        positions = positions.tolist()
-    try:
-        result = list(positions)  # a copy: later changes to the caller's list do not reach the hook
-    except TypeError:
-        raise TypeError(
-            f"positions must be an int, a list of ints or a slice, got {type(positions).__name__}"
-        ) from None
-    if not result:
-        raise ValueError(
-            "positions is empty: the hook would change nothing. Pass at least one position."
-        )
-    for p in result:
-        if isinstance(p, bool) or not isinstance(p, int):
-            raise TypeError(f"positions must hold ints, got {p!r} ({type(p).__name__})")
-    return result
-
-
-def _hook_name(hook: Any) -> str:
-    return getattr(hook, "name", None) or "this hook point"
-
-
-def _check_activation(activation: Tensor, positions: list[int] | slice, hook: Any) -> None:
-    """Refuse activations whose dim 1 is not ``pos`` and positions that do not exist."""
-    name = _hook_name(hook)
-    if not isinstance(activation, Tensor):
-        raise TypeError(f"{name}: expected a tensor activation, got {type(activation).__name__}")
-    if activation.ndim < 2:
-        raise ValueError(
-            f"{name}: activation has shape {tuple(activation.shape)}; position hooks need "
-            "[batch, pos, ...] (did you drop the batch dimension?)"
-        )
-    if str(name).endswith(_NOT_POS_FIRST):
-        raise ValueError(
-            f"{name} is [batch, n_heads, query_pos, key_pos]; these hooks index dim 1 as pos. "
-            "Hook a [batch, pos, ...] point (hook_resid_pre, hook_attn_out, attn.hook_z) instead."
-        )
-    if isinstance(positions, list):
-        n_pos = activation.shape[1]
-        bad = [p for p in positions if not -n_pos <= p < n_pos]
-        if bad:
-            raise IndexError(
-                f"{name}: positions {bad} do not exist; the activation has shape "
-                f"{tuple(activation.shape)} [batch, pos, ...], so pos runs from 0 to {n_pos - 1}"
-            )
-
-
-# ---- factories -----------------------------------------------------------------------------------
-
-
-def make_zero_ablation(positions: Positions) -> HookFn:
-    """A hook setting ``activation[:, positions]`` to zero.
-
-    activation: Float[Tensor, "batch pos ..."] -> the same shape, a new tensor.
-    """
-    index = _normalize_positions(positions)
-
-    def zero_ablation_hook(activation: Tensor, hook: Any = None) -> Tensor:
-        _check_activation(activation, index, hook)
-        ablated = activation.clone()
-        ablated[:, index] = 0.0
-        return ablated
-
-    return zero_ablation_hook
-
-
-def make_mean_ablation(mean: Tensor, positions: Positions) -> HookFn:
-    """A hook replacing ``activation[:, positions]`` with ``mean``, the same for every batch item.
-
-    mean: Float[Tensor, " d_model"] (one vector for every position) or
-    Float[Tensor, "n_positions d_model"]
-        (one per selected position); anything that broadcasts to ``activation[:, positions]``.
-    activation: Float[Tensor, "batch pos ..."] -> the same shape, a new tensor.
-    """
-    if not isinstance(mean, Tensor):
-        raise TypeError(f"mean must be a tensor, got {type(mean).__name__}")
-    index = _normalize_positions(positions)
-    mean = (
-        mean.detach().clone()
-    )  # the hook keeps its own copy: editing the caller's tensor changes nothing
-
-    def mean_ablation_hook(activation: Tensor, hook: Any = None) -> Tensor:
-        _check_activation(activation, index, hook)
-        ablated = activation.clone()
-        target_shape = ablated[:, index].shape
-        try:
-            torch.broadcast_shapes(mean.shape, target_shape)
-        except RuntimeError:
-            raise ValueError(
-                f"{_hook_name(hook)}: mean has shape {tuple(mean.shape)} but activation[:, "
-                "positions] "
-                f"has shape {tuple(target_shape)} [batch, n_positions, ...]; pass a [d_model] "
-                "vector "
-                "or one row per selected position"
-            ) from None
-        ablated[:, index] = mean.to(device=ablated.device, dtype=ablated.dtype)
-        return ablated
-
-    return mean_ablation_hook
-
-
-def make_patch_from(cache: Any, name: str, positions: Positions) -> HookFn:
-    """A hook copying ``cache[name][:, positions]`` (from another run) into the activation.
-
-    cache: an ``ActivationCache`` or a dict from ``run_with_cache`` on a prompt of the same length.
-    name: the hook point that was cached; attach the hook at the same point.
-    cache[name]: Float[Tensor, "batch pos ..."] with batch 1 (copied into every batch item) or the
-        activation's batch size. The cached tensor is read, never written.
-    activation: Float[Tensor, "batch pos ..."] -> the same shape, a new tensor.
-    """
-    index = _normalize_positions(positions)
-    try:
-        source = cache[name]
-    except KeyError:
-        keys = list(cache.keys()) if hasattr(cache, "keys") else []
-        shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
-        raise KeyError(
-            f"{name!r} is not in the cache (it holds {len(keys)} names: {shown}). Cache it with "
-            f"run_with_cache(tokens, names_filter=[{name!r}])."
-        ) from None
-    if not isinstance(source, Tensor):
-        raise TypeError(f"cache[{name!r}] should be a tensor, got {type(source).__name__}")
-    source = source.detach()
-
-    def patch_hook(activation: Tensor, hook: Any = None) -> Tensor:
-        _check_activation(activation, index, hook)
-        if source.ndim != activation.ndim or source.shape[1:] != activation.shape[1:]:
-            raise ValueError(
-                f"{_hook_name(hook)}: cached {name!r} has shape {tuple(source.shape)}, the "
-                "activation "
-                f"{tuple(activation.shape)}. Patch between prompts with the same number of tokens, "
-                "at the hook point you cached."
-            )
-        if source.shape[0] not in (1, activation.shape[0]):
-            raise ValueError(
-                f"{_hook_name(hook)}: cached batch size {source.shape[0]} cannot fill a batch of "
-                f"{activation.shape[0]}; cache one prompt (batch 1) or the same batch size"
-            )
-        patched = activation.clone()
-        patched[:, index] = source[:, index].to(device=patched.device, dtype=patched.dtype)
-        return patched
-
-    return patch_hook
+__all__ = [
+    "answer_probs_with_hooks",
+    "attached_hook_count",
+    "hook_names",
+    "make_mean_ablation",
+    "make_noise_hook",
+    "make_patch_from",
+    "make_zero_ablation",
+]
 
 
 def make_noise_hook(
@@ -227,10 +76,10 @@ def make_noise_hook(
         raise ValueError(
             "pass a seed (same noise every run) or a generator (fresh noise every run)"
         )
-    index = _normalize_positions(positions)
+    index = normalize_positions(positions)
 
     def noise_hook(activation: Tensor, hook: Any = None) -> Tensor:
-        _check_activation(activation, index, hook)
+        check_activation(activation, index, hook)
         noised = activation.clone()
         target = noised[:, index]
         rng = generator if generator is not None else torch.Generator().manual_seed(seed)

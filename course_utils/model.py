@@ -246,6 +246,17 @@ def load_model(name: str | None = None, device: str | None = None):
     return bridge
 
 
+def position_embeddings(model, tokens):
+    """The rotary ``(cos, sin)`` tables for positions ``0 .. pos-1`` of ``tokens`` ``[batch pos]``,
+    as every attention layer of the bridge receives them (lesson 01's ``block_forward`` takes them).
+    """
+    import torch
+
+    positions = torch.arange(tokens.shape[1], device=tokens.device)[None]
+    dummy = model.W_E[:1].expand(tokens.shape[0], tokens.shape[1], -1)  # supplies dtype and device
+    return model.rotary_emb(dummy, positions)
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """One quick TCP connection to the hub, so an offline learner gets an answer in seconds, not
     after retries."""

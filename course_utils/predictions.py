@@ -1,9 +1,13 @@
 """Next-token predictions (lesson 00): answer token ids, probabilities and top-k lists.
 
 Every lesson measures "how much does the model believe the answer": p(answer | prompt) at the last
-position. These helpers enforce the course's prompt convention (the model's BOS, ``<|endoftext|>``
-for the embedded model, is prepended by ``model.to_tokens``) and that an answer is exactly one
-token.
+position. ``next_token_probs(model, prompt)`` (the distribution, ``[d_vocab]``) and
+``top_k(model, prompt, k)`` are lesson 00's exercises: their only text is the lesson's solution
+cells (marked ``#| export predictions``), imported here from the generated
+``course_utils.from_solutions.predictions``; attach hooks around them with ``model.hooks(...)``
+(lesson 02). These helpers enforce the course's prompt convention (the model's BOS,
+``<|endoftext|>`` for the embedded model, is prepended by ``model.to_tokens``) and that an answer
+is exactly one token.
 
 Ranks are 1-based throughout the course: rank 1 is the model's top prediction (``answer_rank``), as
 in ``course_utils/data/facts.json``, where a fact is *known* when its answer has rank 1.
@@ -11,22 +15,35 @@ in ``course_utils/data/facts.json``, where a fact is *known* when its answer has
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
-
-import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from .from_solutions.predictions import next_token_probs, top_k
+
+__all__ = [
+    "answer_prob",
+    "answer_rank",
+    "answer_token_id",
+    "format_top",
+    "next_token_probs",
+    "top_k",
+    "top_tokens",
+]
 
 
 def answer_token_id(model, answer: str) -> int:
     """Token id of ``answer``, which must be a single token (mind the leading space:
-    ``" Paris"``)."""
+    ``" Paris"``; the caller adds it, as in ``answer_token_id(model, " " + y)``).
+
+    ``model`` is anything with a ``.tokenizer`` (the TransformerLens bridge, an nnsight model,
+    lesson 07) or a tokenizer itself.
+    """
     if not isinstance(answer, str) or not answer:
         raise ValueError(f"answer must be a non-empty string, got {answer!r}")
-    ids = model.tokenizer.encode(answer, add_special_tokens=False)
+    tokenizer = getattr(model, "tokenizer", model)
+    ids = tokenizer.encode(answer, add_special_tokens=False)
     if len(ids) != 1:
-        pieces = [model.tokenizer.decode([i]) for i in ids]
+        pieces = [tokenizer.decode([i]) for i in ids]
         raise ValueError(
             f"answer {answer!r} is {len(ids)} tokens {pieces}, not one. Use its first token "
             f"({pieces[0]!r}) or pick an answer that is a single token; most need a leading space."
@@ -34,20 +51,9 @@ def answer_token_id(model, answer: str) -> int:
     return ids[0]
 
 
-@torch.no_grad()
-def next_token_probs(
-    model, prompt: str | Int[Tensor, "batch pos"], fwd_hooks: Sequence[tuple[Any, Callable]] = ()
-) -> Float[Tensor, "batch d_vocab"]:
-    """Probability of every vocabulary token at the last position of each prompt, optionally with
-    ``fwd_hooks`` (``[(hook point name, hook_fn)]``, lesson 02) attached for this one run."""
-    tokens = model.to_tokens(prompt) if isinstance(prompt, str) else prompt
-    logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks)) if fwd_hooks else model(tokens)
-    return logits[:, -1].float().softmax(dim=-1)
-
-
 def answer_prob(model, prompt: str, answer: str) -> float:
     """p(answer | prompt) at the last position."""
-    return float(next_token_probs(model, prompt)[0, answer_token_id(model, answer)])
+    return float(next_token_probs(model, prompt)[answer_token_id(model, answer)])
 
 
 def top_tokens(model, probs: Float[Tensor, " d_vocab"], k: int = 5) -> list[tuple[str, float]]:
@@ -66,13 +72,8 @@ def top_tokens(model, probs: Float[Tensor, " d_vocab"], k: int = 5) -> list[tupl
     ]
 
 
-def top_predictions(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
-    """The ``k`` most likely next tokens as ``(token string, probability)``, most likely first."""
-    return top_tokens(model, next_token_probs(model, prompt)[0], k)
-
-
 def format_top(top: list[tuple[str, float]], digits: int = 3) -> str:
-    """One printable line from ``top_tokens`` / ``top_predictions``:
+    """One printable line from ``top_tokens`` / ``top_k``:
     ``' Paris' 0.753  ' T' 0.032 ...``."""
     return "  ".join(f"{token!r} {p:.{digits}f}" for token, p in top)
 

@@ -9,15 +9,20 @@ A decoder-only transformer keeps one vector per position, the *residual stream*,
     logits     = ln_final(resid_post[-1]) @ W_U + b_U
 
 Lesson 01 checks each line on SmolLM2-135M-Instruct (a TransformerLens 4.x ``TransformerBridge``)
-and builds the helpers below, which later lessons import:
+and has the learner write the functions this module offers to the rest of the course. Their only
+text is the lesson's solution cells (marked ``#| export residual_stream``); this module imports
+them from the generated ``course_utils.from_solutions.residual_stream``:
 
 * ``embed``, ``attention_z``, ``head_outputs``, ``block_forward``, ``forward_from_parts``: the
-  forward pass rebuilt from the model's parts;
+  forward pass rebuilt from the model's parts (``position_embeddings``, the rotary tables, lives in
+  ``course_utils.model``);
 * ``decompose_resid``: the final residual as a sum of ``embed`` + every ``attn_out`` + every
   ``mlp_out``;
-* ``direct_logit_attribution`` and ``logit_lens``, with ``plot_direct_logit_attribution``,
-  ``plot_logit_lens`` and ``logit_lens_explorer`` (an ipywidgets layer slider with a static
-  fallback).
+* ``direct_logit_attribution`` and ``logit_lens``.
+
+Written here: ``unembed``, ``component_labels`` and ``resid_stack``, and the plots
+``plot_direct_logit_attribution``, ``plot_logit_lens`` and ``logit_lens_explorer`` (an ipywidgets
+layer slider with a static fallback). Ranks of an answer: ``course_utils.predictions.answer_rank``.
 
 Shapes use the course's dimension names: ``batch pos d_model d_vocab n_heads d_head layer``;
 ``component`` indexes the terms of the decomposition.
@@ -33,100 +38,48 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
+from .from_solutions.residual_stream import (
+    attention_z,
+    block_forward,
+    decompose_resid,
+    direct_logit_attribution,
+    embed,
+    forward_from_parts,
+    head_outputs,
+    logit_lens,
+)
+from .model import position_embeddings
+
+__all__ = [
+    "COMPONENT_KINDS",
+    "attention_z",
+    "block_forward",
+    "component_labels",
+    "decompose_resid",
+    "direct_logit_attribution",
+    "embed",
+    "forward_from_parts",
+    "head_outputs",
+    "logit_lens",
+    "logit_lens_explorer",
+    "plot_direct_logit_attribution",
+    "plot_logit_lens",
+    "plot_stream_norms",
+    "position_embeddings",
+    "resid_stack",
+    "top_tokens_table",
+    "unembed",
+]
+
 COMPONENT_KINDS = ("embed", "attn", "mlp")
-
-
-# ---------------------------------------------------------------------------------------------
-# The forward pass from parts
-# ---------------------------------------------------------------------------------------------
-
-
-def embed(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-    """x_0 = W_E[t]: one row of the embedding matrix per token (no positional vector: rotary)."""
-    return model.W_E[tokens]
-
-
-def expand_kv_heads(
-    kv: Float[Tensor, "batch pos n_kv_heads d_head"], n_heads: int
-) -> Float[Tensor, "batch pos n_heads d_head"]:
-    """Grouped-query attention: query head ``h`` reads key/value head
-    ``h // (n_heads // n_kv_heads)``.
-
-    With 9 query heads and 3 key/value heads, heads 0-2 share KV head 0, heads 3-5 KV head 1, heads
-    6-8 KV head 2: each KV head is repeated *in place* (``repeat_interleave``), not tiled.
-    """
-    n_kv_heads = kv.shape[-2]
-    if n_heads % n_kv_heads:
-        raise ValueError(f"n_heads={n_heads} is not a multiple of the {n_kv_heads} key/value heads")
-    return kv.repeat_interleave(n_heads // n_kv_heads, dim=-2)
-
-
-def attention_z(
-    pattern: Float[Tensor, "batch n_heads pos pos"], v: Float[Tensor, "batch pos n_kv_heads d_head"]
-) -> Float[Tensor, "batch pos n_heads d_head"]:
-    """z = the attention-weighted sum of values, per query head (what ``attn.hook_z`` holds).
-
-    ``pattern[b, h, q, k]`` is how much query position ``q`` of head ``h`` attends to key position
-    ``k``.
-    """
-    v_per_head = expand_kv_heads(v, pattern.shape[1])
-    return torch.einsum("bhqk,bkhd->bqhd", pattern, v_per_head)
-
-
-def head_outputs(
-    model, z: Float[Tensor, "batch pos n_heads d_head"], layer: int
-) -> Float[Tensor, "batch pos n_heads d_model"]:
-    """What each head writes to the stream: z_h @ W_O[layer, h]. Summed over heads (this model has
-    no output bias) it equals ``blocks.{layer}.hook_attn_out``."""
-    return torch.einsum("bphd,hdm->bphm", z, model.W_O[layer])
-
-
-def position_embeddings(model, tokens: Int[Tensor, "batch pos"]) -> tuple[Tensor, Tensor]:
-    """The rotary (cos, sin) tables for positions 0..pos-1, as every attention layer receives
-    them."""
-    positions = torch.arange(tokens.shape[1], device=tokens.device)[None]
-    dummy = model.W_E[:1].expand(tokens.shape[0], tokens.shape[1], -1)  # supplies dtype and device
-    return model.rotary_emb(dummy, positions)
-
-
-def block_forward(
-    block, resid_pre: Float[Tensor, "batch pos d_model"], position_embeddings: tuple[Tensor, Tensor]
-) -> tuple[Float[Tensor, "batch pos d_model"], Float[Tensor, "batch pos d_model"]]:
-    """One pre-norm block from its sub-layers: returns (resid_mid, resid_post).
-
-    The norms only feed the sub-layers; the stream itself is never normalised.
-    """
-    attn_out, _pattern = block.attn(
-        block.ln1(resid_pre), position_embeddings=position_embeddings, attention_mask=None
-    )  # None: the bridge applies the causal mask
-    resid_mid = resid_pre + attn_out
-    resid_post = resid_mid + block.mlp(block.ln2(resid_mid))
-    return resid_mid, resid_post
 
 
 def unembed(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
     """logits = ln_final(resid) @ W_U + b_U (the final RMSNorm uses each vector's own scale)."""
     return model.ln_final(resid) @ model.W_U + model.b_U
-
-
-@torch.no_grad()
-def forward_from_parts(
-    model, tokens: Int[Tensor, "batch pos"]
-) -> Float[Tensor, "batch pos d_vocab"]:
-    """The whole model: embed, every block, final norm, unembed. Equals ``model(tokens)``."""
-    resid = embed(model, tokens)
-    rotary = position_embeddings(model, tokens)
-    for block in model.blocks:
-        _mid, resid = block_forward(block, resid, rotary)
-    return unembed(model, resid)
-
-
-# ---------------------------------------------------------------------------------------------
-# Decomposition, direct logit attribution, logit lens
-# ---------------------------------------------------------------------------------------------
 
 
 def component_labels(n_layers: int) -> list[str]:
@@ -138,60 +91,12 @@ def component_labels(n_layers: int) -> list[str]:
     return labels
 
 
-def decompose_resid(
-    cache, n_layers: int
-) -> tuple[Float[Tensor, "component batch pos d_model"], list[str]]:
-    """The final residual stream as a stack of the terms that were added to it, in order.
-
-    ``components.sum(0)`` equals ``cache[f"blocks.{n_layers-1}.hook_resid_post"]`` (up to float32
-    rounding), and the first ``2 * L + 1`` terms sum to ``blocks.L.hook_resid_pre``.
-    """
-    parts = [cache["hook_embed"]]
-    for layer in range(n_layers):
-        parts += [cache[f"blocks.{layer}.hook_attn_out"], cache[f"blocks.{layer}.hook_mlp_out"]]
-    return torch.stack(parts), component_labels(n_layers)
-
-
-def direct_logit_attribution(
-    model,
-    components: Float[Tensor, "component batch pos d_model"],
-    final_scale: Float[Tensor, "batch pos 1"],
-    token_id: int,
-) -> Float[Tensor, "component batch pos"]:
-    """Each component's direct contribution to the logit of ``token_id``.
-
-    The final RMSNorm divides the whole stream by one number per position (``ln_final.hook_scale``);
-    freezing that number makes the map from stream to logits linear, so the logit splits into one
-    term per component: ``(component / scale) * ln_final.w @ W_U[:, token]``. The terms plus
-    ``b_U[token]`` sum to the model's logit. "Direct" means the path straight to the unembedding:
-    what a component does through later layers is not counted.
-    """
-    direction = model.ln_final.w * model.W_U[:, token_id]  # [d_model]
-    return (components / final_scale) @ direction
-
-
 def resid_stack(cache, n_layers: int) -> Float[Tensor, "layer batch pos d_model"]:
     """The stream after 0, 1, ..., n_layers blocks: ``resid_pre`` of each layer, then the final
     ``resid_post`` (``n_layers + 1`` rows)."""
     rows = [cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(n_layers)]
     rows.append(cache[f"blocks.{n_layers - 1}.hook_resid_post"])
     return torch.stack(rows)
-
-
-@torch.no_grad()
-def logit_lens(model, cache, pos: int = -1) -> Float[Tensor, "layer batch d_vocab"]:
-    """Read the stream after every block as if it were the last one: log-probabilities of
-    ``log_softmax(ln_final(resid) @ W_U + b_U)`` at position ``pos``, for 0..n_layers blocks.
-
-    Row ``n_layers`` is the model's own output; row 0 is the embedding alone.
-    """
-    resid = resid_stack(cache, model.cfg.n_layers)[:, :, pos]  # [layer batch d_model]
-    return unembed(model, resid).log_softmax(dim=-1)
-
-
-def answer_rank(log_probs: Float[Tensor, "... d_vocab"], token_id: int) -> Int[Tensor, " ..."]:
-    """Rank of ``token_id`` (0 = most likely) in each distribution."""
-    return (log_probs > log_probs[..., token_id : token_id + 1]).sum(dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,7 +219,7 @@ def top_tokens_table(
     layers = range(log_probs.shape[0]) if layers is None else layers
     lines = []
     for layer in layers:
-        values, ids = log_probs[layer].exp().topk(k)
+        values, ids = log_probs[layer].detach().exp().topk(k)
         items = "  ".join(
             f"{tokenizer.decode([int(i)])!r} {float(v):.2f}"
             for v, i in zip(values, ids, strict=False)

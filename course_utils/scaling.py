@@ -17,18 +17,27 @@ your own GPUs (``device_map="auto"``) and NDIF's hosted models (``remote=True``)
 | ``ln_final.hook_out``                 | ``model.model.norm.output``                            |
 | the logits                            | ``model.lm_head.output``                               |
 
-Every experiment takes an nnsight model and ``remote``: ``False`` runs here; ``"local"`` serialises
-the trace exactly as for NDIF and runs it with the caller's modules hidden (the offline proof that
-the code would ship); ``True`` (or a host URL) runs it on NDIF. ``scan=True`` runs the same code
-under
-fake tensors on a weightless skeleton (``skeleton("70B")``) to check module paths and shapes.
+Every experiment (except ``patch_layer``, the exercise's one-layer version of ``patching_sweep``)
+takes an nnsight model and ``remote``: ``False`` runs here; ``"local"`` serialises the trace exactly
+as for NDIF and runs it with the caller's modules hidden (the offline proof that the code would
+ship); ``True`` (or a host URL) runs it on NDIF. ``scan=True`` runs the same code under fake tensors
+on a weightless skeleton (``skeleton("70B")``) to check module paths and shapes. A failed connection
+to NDIF raises ``NDIFUnavailable`` in the experiments written here; ``logit_lens`` (the exercise)
+lets nnsight's own error through.
 
-Prompt convention: ``to_tokens`` prepends the tokenizer's BOS (``<|endoftext|>`` for SmolLM2,
-``<|begin_of_text|>`` for Llama-3.1) to a prompt encoded without special tokens, like
-``model.to_tokens`` in the earlier lessons. Layer numbering follows the lessons: the logit lens has
-``n_layers + 1`` rows (row 0 = embedding, row L = after L blocks); patching writes
-``layers[L].output`` (``hook_resid_post``); a task vector at layer L is the stream *entering* block
-L (``hook_resid_pre``, lesson 05).
+Lesson 07's exercises are the module's first experiments: ``to_tokens``, the logit lens
+(``logit_lens``, returning ``[n_layers + 1, d_vocab]`` log-probabilities, with ``remote=`` and
+``scan=``) and one layer of patching (``patch_layer``). Their only text is the lesson's solution
+cells (marked ``#| export scaling``), imported here from the generated
+``course_utils.from_solutions.scaling``; the rest is written here.
+
+Answer ids come from ``course_utils.predictions.answer_token_id``, which takes an nnsight model (or
+its tokenizer) as well as the bridge. Prompt convention: ``to_tokens`` prepends the tokenizer's BOS
+(``<|endoftext|>`` for SmolLM2, ``<|begin_of_text|>`` for Llama-3.1) to a prompt encoded without
+special tokens, like ``model.to_tokens`` in the earlier lessons. Layer numbering follows the
+lessons: the logit lens has ``n_layers + 1`` rows (row 0 = embedding, row L = after L blocks);
+patching writes ``layers[L].output`` (``hook_resid_post``); a task vector at layer L is the stream
+*entering* block L (``hook_resid_pre``, lesson 05).
 """
 
 from __future__ import annotations
@@ -45,6 +54,9 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from .from_solutions.scaling import logit_lens, to_tokens
+from .from_solutions.scaling import patch_layer as patch_layer  # re-exported: exercise 07.3
 
 SKELETON_DIR = Path(__file__).resolve().parent / "data" / "llama31"
 SKELETONS = {
@@ -136,30 +148,6 @@ def resid_bytes(config: dict, n_tokens: int, bytes_per_value: int = 2) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tokens
-
-
-def to_tokens(tokenizer, prompt: str) -> Int[Tensor, "batch pos"]:
-    """``[1, pos]`` ids: the tokenizer's BOS, then the prompt encoded without special tokens."""
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-    if tokenizer.bos_token_id is None:
-        raise ValueError("this tokenizer has no BOS token; set tokenizer.bos_token first")
-    ids = tokenizer.encode(prompt, add_special_tokens=False)
-    return torch.tensor([[tokenizer.bos_token_id, *ids]], dtype=torch.long)
-
-
-def token_id(tokenizer, text: str) -> int:
-    """Id of ``text``, which must be one token (mind the leading space: ``" Paris"``)."""
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) != 1:
-        raise ValueError(
-            f"{text!r} is {len(ids)} tokens, not one; most answers need a leading space"
-        )
-    return ids[0]
-
-
-# ---------------------------------------------------------------------------------------------
 # Running a trace: locally, remote="local", on NDIF, or as a scan of a skeleton
 
 
@@ -207,47 +195,7 @@ def _readable_remote_errors(remote):
 
 
 # ---------------------------------------------------------------------------------------------
-# Experiment 1: the logit lens (lesson 01)
-
-
-@dataclass
-class LogitLensResult:
-    """Log-probabilities of the logit lens at one position: row L = read after L blocks."""
-
-    log_probs: Float[Tensor, "layer d_vocab"]
-    pos: int
-
-    def prob(self, token: int) -> Float[Tensor, " layer"]:
-        return self.log_probs[:, token].exp()
-
-    def rank(self, token: int) -> Int[Tensor, " layer"]:
-        """0 = the most likely token at that layer."""
-        return (self.log_probs > self.log_probs[:, token : token + 1]).sum(-1)
-
-    def top(self, tokenizer, layer: int, k: int = 3) -> list[str]:
-        return [tokenizer.decode([int(i)]) for i in self.log_probs[layer].topk(k).indices]
-
-
-def logit_lens(
-    model, tokens: Int[Tensor, "batch pos"], pos: int = -1, remote=False, scan: bool = False
-) -> LogitLensResult:
-    """Read the residual stream after 0..n_layers blocks at ``pos`` of the first prompt through the
-    final norm and the unembedding: ``log_softmax(lm_head(norm(resid)))``. Only ``[layer d_vocab]``
-    float32 values leave the trace (one position), never the stream itself."""
-    n_layers = _n_layers(model)
-    with _readable_remote_errors(remote):
-        with _tracer(model, tokens, remote, scan):
-            rows = list().save()
-            streams = [model.model.embed_tokens.output]
-            streams += [model.model.layers[L].output for L in range(n_layers)]
-            for resid in streams:
-                logits = model.lm_head(model.model.norm(resid[0, pos]))
-                rows.append(logits.float().log_softmax(-1).save())
-    return LogitLensResult(torch.stack(list(rows)), pos)
-
-
-# ---------------------------------------------------------------------------------------------
-# Experiment 2: activation patching of the residual stream (clean -> corrupted)
+# Experiment: activation patching of the residual stream (clean -> corrupted)
 
 
 @dataclass
@@ -265,39 +213,6 @@ class PatchingResult:
     def restored(self) -> Float[Tensor, "layer pos"]:
         """Fraction of the clean-vs-corrupted gap each patch restores (0 = none, 1 = all)."""
         return (self.logit_diff - self.corrupted) / (self.clean - self.corrupted)
-
-
-def patch_layer(
-    model,
-    clean: Int[Tensor, "batch pos"],
-    corrupted: Int[Tensor, "batch pos"],
-    layer: int,
-    positions: Sequence[int],
-    answer: int,
-    foil: int,
-    remote=False,
-    scan: bool = False,
-) -> Float[Tensor, " pos"]:
-    """One trace: the batch is [clean, corrupted × len(positions)]; row 1 + i gets the clean
-    ``layers[layer].output`` at ``positions[i]``. Returns the logit difference of each patched row.
-
-    Row 0 is never patched, so its activations are the clean run's at every layer: the clean value
-    and the patched runs come from the same forward pass (no barrier, no second trace)."""
-    if clean.shape != corrupted.shape:
-        raise ValueError(
-            f"clean {tuple(clean.shape)} and corrupted {tuple(corrupted.shape)} prompts "
-            "must have the same number of tokens"
-        )
-    positions = list(positions)
-    batch = torch.cat([clean, corrupted.expand(len(positions), -1)])
-    rows, cols = torch.arange(1, len(positions) + 1), torch.tensor(positions)
-    with _readable_remote_errors(remote):
-        with _tracer(model, batch, remote, scan):
-            resid = model.model.layers[layer].output
-            resid[rows, cols] = resid[0, cols]
-            logits = model.lm_head.output[1:, -1]
-            diff = (logits[:, answer] - logits[:, foil]).float().save()
-    return diff
 
 
 def patching_sweep(
@@ -380,7 +295,7 @@ def plot_patching(result: PatchingResult, tokenizer, tokens: Int[Tensor, "batch 
 
 
 # ---------------------------------------------------------------------------------------------
-# Experiment 3: task vectors (lesson 05)
+# Experiment: task vectors (lesson 05)
 
 
 def right_padded(
@@ -492,9 +407,9 @@ def scan_experiment(
     model = model if model is not None else skeleton(size, tokenizer)
     n_layers, n_tokens = config["num_hidden_layers"], tokens.shape[1]
     if experiment == "logit_lens":
-        result = logit_lens(model, tokens, scan=True)
-        shapes = {"log_probs": tuple(result.log_probs.shape)}
-        saved = _nbytes(result.log_probs)
+        log_probs = logit_lens(model, tokens, scan=True)
+        shapes = {"log_probs": tuple(log_probs.shape)}
+        saved = _nbytes(log_probs)
     elif experiment == "patching":
         positions = [1, n_tokens - 1]
         result = patching_sweep(

@@ -14,7 +14,9 @@ chosen heads' mean outputs.
 This module ships the task data (``course_utils/data/tasks.json``), builds the prompts, extracts θ
 (averaged over several prompts with different demonstrations and dummy queries), patches vectors in
 by replacement or addition, and measures accuracy per layer with a protocol that selects on dev
-and reports on test (``evaluate_task``).
+and reports on test (``evaluate_task``). The patching hook, ``make_patch_hook``, is lesson 05's
+exercise 05.2: its only text is the lesson's solution cell (marked ``#| export task_vectors``),
+imported here from the generated ``course_utils.from_solutions.task_vectors``.
 
 Conventions: every prompt starts with the model's BOS (``<|endoftext|>``, added here); an answer
 ``y`` is scored as the single token ``answer_token_id(model, " " + y)`` (lesson 00's convention: the
@@ -37,6 +39,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .from_solutions.task_vectors import make_patch_hook
 from .predictions import answer_token_id
 
 TASKS_PATH = Path(__file__).resolve().parent / "data" / "tasks.json"
@@ -305,39 +308,6 @@ def extract_task_vector(
         part = last_token_resid(model, prompts[start : start + batch_size], layers).sum(dim=0)
         total = part if total is None else total + part
     return total / len(prompts)
-
-
-# TODO(issue 15, item 1): this is a second, hand-kept copy of the `make_patch_hook` the learner
-# writes in solutions/05_task_vectors.ipynb (exercise 05.2); replace it with the course's export
-# mechanism when that exists, so there is one text of the function.
-def make_patch_hook(
-    vector: Float[Tensor, " d_model"],
-    positions: Int[Tensor, " batch"],
-    mode: str = "replace",
-    scale: float = 1.0,
-) -> Callable:
-    """A forward hook that writes ``vector`` into the residual stream at one position per prompt.
-
-    mode ``"replace"``: resid[b, positions[b]] = scale * vector (Hendel et al.);
-    mode ``"add"``:     resid[b, positions[b]] += scale * vector (steering / function vectors).
-    """
-    if mode not in ("replace", "add"):
-        raise ValueError(f"mode must be 'replace' or 'add', got {mode!r}")
-
-    def hook(
-        resid: Float[Tensor, "batch pos d_model"], hook=None
-    ) -> Float[Tensor, "batch pos d_model"]:
-        rows = torch.arange(resid.shape[0], device=resid.device)
-        cols = positions.to(resid.device)
-        value = scale * vector.to(resid.device, resid.dtype)
-        resid = resid.clone()
-        if mode == "replace":
-            resid[rows, cols] = value
-        else:
-            resid[rows, cols] = resid[rows, cols] + value
-        return resid
-
-    return hook
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ from conftest import stub
 from course_utils import residual_stream as rs
 from course_utils.checks import CheckFailed
 from course_utils.checks import residual_stream as checks
-from course_utils.predictions import answer_token_id
+from course_utils.predictions import answer_rank, answer_token_id
 
 matplotlib.use("Agg")
 
@@ -31,11 +31,17 @@ def test_embed_is_hook_embed(model, run):
     assert torch.equal(rs.embed(model, tokens), cache["hook_embed"])
 
 
-def test_expand_kv_heads_groups_consecutive_query_heads():
-    kv = torch.arange(3.0).view(1, 1, 3, 1)  # KV heads 0, 1, 2
-    assert rs.expand_kv_heads(kv, 9).flatten().tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    with pytest.raises(ValueError):
-        rs.expand_kv_heads(kv, 8)
+def test_attention_z_groups_consecutive_query_heads():
+    pattern = torch.ones(1, 9, 1, 1)  # every query head reads the one key position fully
+    v = torch.arange(3.0).view(1, 1, 3, 1)  # KV heads 0, 1, 2
+    assert rs.attention_z(pattern, v).flatten().tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_exported_functions_are_the_solution_cells():
+    from course_utils.from_solutions import residual_stream as generated
+
+    for name in generated.__all__:
+        assert getattr(rs, name) is getattr(generated, name)
 
 
 def test_heads_sum_to_attn_out(model, run):
@@ -83,13 +89,8 @@ def test_logit_lens_last_row_is_model_output(model, run):
     assert lens.shape == (model.cfg.n_layers + 1, 1, model.cfg.d_vocab)
     torch.testing.assert_close(lens[-1], logits[:, -1].log_softmax(-1), atol=1e-4, rtol=1e-5)
     paris = answer_token_id(model, " Paris")
-    ranks = rs.answer_rank(lens[:, 0], paris)
-    assert ranks[-1] == 0 and ranks[0] > 0
-
-
-def test_answer_rank_counts_strictly_larger():
-    log_probs = torch.tensor([[0.1, 0.5, 0.3], [0.9, 0.0, 0.0]]).log()
-    assert rs.answer_rank(log_probs, 2).tolist() == [1, 1]
+    ranks = answer_rank(lens[:, 0], paris)
+    assert ranks[-1] == 1 and ranks[0] > 1
 
 
 def test_plots_return_figures(model, run):

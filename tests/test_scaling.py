@@ -12,6 +12,7 @@ from conftest import stub
 from course_utils import scaling as sc
 from course_utils.checks import CheckFailed
 from course_utils.checks import scaling as checks
+from course_utils.predictions import answer_token_id
 from course_utils.residual_stream import logit_lens as tl_logit_lens
 from course_utils.task_vectors import last_token_resid, zero_shot_prompt
 
@@ -32,8 +33,8 @@ def prompts(nn_model):
     return (
         sc.to_tokens(tok, CLEAN),
         sc.to_tokens(tok, CORRUPTED),
-        sc.token_id(tok, " Paris"),
-        sc.token_id(tok, " Rome"),
+        answer_token_id(tok, " Paris"),
+        answer_token_id(tok, " Rome"),
     )
 
 
@@ -71,7 +72,7 @@ def test_logit_lens_equals_transformer_lens(nn_model, model, prompts):
     clean = prompts[0]
     _, cache = model.run_with_cache(clean)
     for pos in (-1, 3):
-        got = sc.logit_lens(nn_model, clean, pos).log_probs
+        got = sc.logit_lens(nn_model, clean, pos)
         want = tl_logit_lens(model, cache, pos)[:, 0]
         assert got.shape == (model.cfg.n_layers + 1, model.cfg.d_vocab)
         torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-5)
@@ -126,7 +127,7 @@ def test_task_vector_and_patched_predictions_equal_transformer_lens(nn_model, mo
 def test_remote_local_equals_local(nn_model, prompts):
     clean, corrupted, paris, rome = prompts
     lens = sc.logit_lens(nn_model, clean)
-    assert torch.equal(sc.logit_lens(nn_model, clean, remote="local").log_probs, lens.log_probs)
+    assert torch.equal(sc.logit_lens(nn_model, clean, remote="local"), lens)
     kwargs = dict(positions=[4, 10], layers=[2, 20])
     local = sc.patching_sweep(nn_model, clean, corrupted, paris, rome, **kwargs)
     shipped = sc.patching_sweep(nn_model, clean, corrupted, paris, rome, remote="local", **kwargs)
@@ -220,7 +221,8 @@ def test_unreachable_ndif_gives_a_readable_answer_not_a_hang(no_credentials, mon
     monkeypatch.setitem(nnsight_hf._ID_CACHE, skeleton.repo_id, "meta-llama/Llama-3.1-8B")
     start = time.perf_counter()
     with pytest.raises(sc.NDIFUnavailable, match="127.0.0.1"):
-        sc.logit_lens(skeleton, sc.to_tokens(nn_model.tokenizer, CLEAN), remote=host)
+        tokens = sc.to_tokens(nn_model.tokenizer, CLEAN)
+        sc.patching_sweep(skeleton, tokens, tokens, 0, 1, [1], layers=[0], remote=host)
     assert time.perf_counter() - start < 30
 
 
@@ -242,7 +244,7 @@ def test_checks_catch_a_missing_bos_and_a_missing_final_norm(nn_model, model, ca
     assert "<|endoftext|>" in capsys.readouterr().out
 
     def without_norm(m, tokens, pos):
-        lens = sc.logit_lens(m, tokens, pos).log_probs
+        lens = sc.logit_lens(m, tokens, pos)
         _, cache = model.run_with_cache(tokens)
         resid = [cache[f"blocks.{L}.hook_resid_post"][0, pos] for L in range(model.cfg.n_layers)]
         raw = torch.stack([(r @ model.W_U).log_softmax(-1) for r in resid])

@@ -112,7 +112,7 @@ def test_extract_single_and_averaged(model):
 def test_patch_hook_modes():
     resid = torch.zeros(2, 4, 3)
     vector = torch.ones(3)
-    out = tv.make_patch_hook(vector, torch.tensor([3, 1]), "replace", scale=2.0)(resid)
+    out = tv.make_patch_hook(2 * vector, torch.tensor([3, 1]), "replace")(resid)
     assert out[0, 3].tolist() == [2.0] * 3 and out[1, 1].tolist() == [2.0] * 3
     assert out.abs().sum() == 12 and resid.abs().sum() == 0  # the input is not modified
     added = tv.make_patch_hook(vector, torch.tensor([0, 0]), "add")(torch.ones(2, 4, 3))

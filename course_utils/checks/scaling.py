@@ -179,7 +179,8 @@ HIDDEN_PAIRS = [("The capital of France is", "The capital of Italy is", " Paris"
 
 def check_patch_layer(fn, model, tl_model, hidden: bool = False):
     """fn(model, clean, corrupted, layer, positions, answer, foil) -> Float[Tensor, " pos"]."""
-    from ..scaling import to_tokens, token_id
+    from ..predictions import answer_token_id as token_id
+    from ..scaling import to_tokens
 
     def body():
         worst = 0.0

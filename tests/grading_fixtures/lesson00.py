@@ -117,8 +117,8 @@ def next_token_probs(model, prompt):
         pass"""
 
 REFERENCE_TOP_K = """def top_k(model, prompt, k=5):
-    from course_utils.predictions import top_predictions
-    return top_predictions(model, prompt, k)"""
+    from course_utils.predictions import top_k as reference_top_k
+    return reference_top_k(model, prompt, k)"""
 
 UNKILLABLE = """# hostile: ignores the interrupt and loops forever at the top level of the cell
 import signal
