@@ -153,6 +153,27 @@ def _record_after(model, tokens, name: str, hook_fn, label: str):
     return logits, record["act"]
 
 
+def _drawn_site(rng) -> tuple[list[int], int]:
+    """Two positions (not the BOS) and a layer for a hidden hook test, drawn while grading."""
+    return sorted(rng.sample(range(1, 8), 2)), rng.randrange(1, 29)
+
+
+def _expect_written(model, tokens, name: str, hook_fn, positions, value) -> None:
+    """Fail unless the model, run with ``hook_fn`` at ``name``, received the clean activation with
+    ``value`` written at ``positions`` (the recording hook runs after the learner's)."""
+    _, received = _record_after(model, tokens, name, hook_fn, "the model run with your hook")
+    _, clean = _clean(model, tokens, [name])
+    truth = clean[name].clone()
+    truth[:, positions] = value
+    compare_tensors(
+        received,
+        truth,
+        what=f"activation after your hook at {name}",
+        atol=1e-6,
+        dims="batch pos d_model",
+    )
+
+
 def _clean(model, tokens, names):
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens, names_filter=list(names))
@@ -409,11 +430,8 @@ def check_zero_ablation(fn, model, hidden: bool = False):
     prompt = HIDDEN_PROMPT if hidden else PROMPT
     rng = hidden_rng("02.6", hidden)
     if rng is not None:
-        positions, layer, prompt = (
-            sorted(rng.sample(range(1, 8), 2)),
-            rng.randrange(1, 29),
-            random_prompt(rng),
-        )
+        positions, layer = _drawn_site(rng)
+        prompt = random_prompt(rng)
 
     def body():
         torch.manual_seed(1)
@@ -442,18 +460,7 @@ def check_zero_ablation(fn, model, hidden: bool = False):
         )
 
         name = f"blocks.{layer}.hook_resid_pre"
-        tokens = model.to_tokens(prompt)
-        _, received = _record_after(model, tokens, name, hook_fn, "the model run with your hook")
-        _, clean = _clean(model, tokens, [name])
-        truth = clean[name].clone()
-        truth[:, positions] = 0
-        compare_tensors(
-            received,
-            truth,
-            what=f"activation after your hook at {name}",
-            atol=1e-6,
-            dims="batch pos d_model",
-        )
+        _expect_written(model, model.to_tokens(prompt), name, hook_fn, positions, 0.0)
         return f"zeroes positions {positions} at {name} and leaves the rest ({within(1e-6)})"
 
     run_check("02.6 make_zero_ablation", body, hidden=hidden)
@@ -466,11 +473,8 @@ def check_mean_ablation(fn, model, hidden: bool = False):
     prompt = HIDDEN_PROMPT if hidden else PROMPT
     rng = hidden_rng("02.7", hidden)
     if rng is not None:
-        positions, layer, prompt = (
-            sorted(rng.sample(range(1, 8), 2)),
-            rng.randrange(1, 29),
-            random_prompt(rng),
-        )
+        positions, layer = _drawn_site(rng)
+        prompt = random_prompt(rng)
 
     def body():
         torch.manual_seed(2)
@@ -516,22 +520,8 @@ def check_mean_ablation(fn, model, hidden: bool = False):
         tokens = model.to_tokens(prompt)
         _, clean = _clean(model, tokens, [name])
         model_mean = clean[name][0, 1:].mean(dim=0)
-        _, received = _record_after(
-            model,
-            tokens,
-            name,
-            call(fn, model_mean, positions, name="make_mean_ablation"),
-            "the model run with your hook",
-        )
-        truth = clean[name].clone()
-        truth[:, positions] = model_mean
-        compare_tensors(
-            received,
-            truth,
-            what=f"activation after your hook at {name}",
-            atol=1e-6,
-            dims="batch pos d_model",
-        )
+        hook_fn = call(fn, model_mean, positions, name="make_mean_ablation")
+        _expect_written(model, tokens, name, hook_fn, positions, model_mean)
         return f"replaces positions {positions} at {name} with the mean ({within(1e-6)})"
 
     run_check("02.7 make_mean_ablation", body, hidden=hidden)
@@ -545,7 +535,7 @@ def check_patch_from(fn, model, hidden: bool = False):
     )
     rng = hidden_rng("02.8", hidden)
     if rng is not None:
-        positions, layer = sorted(rng.sample(range(1, 8), 2)), rng.randrange(1, 29)
+        positions, layer = _drawn_site(rng)
         for _ in range(50):  # two drawn prompts of the same token length (patchable)
             first, second = random_prompt(rng), random_prompt(rng)
             if first != second and model.to_tokens(first).shape == model.to_tokens(second).shape:

@@ -89,6 +89,22 @@ def _setup(model, hidden: bool, samples: int, short: bool = False, rng=None):
     )
 
 
+def _call_learner(fn, model, s, *args, name: str):
+    """``fn(model, tokens, answer_id, noise_hook, clean_cache, *args, samples)`` on the check's
+    setup ``s``: the signature the three tracing exercises share."""
+    return call(
+        fn,
+        model,
+        s["tokens"],
+        s["answer_id"],
+        s["noise_hook"],
+        s["cache"],
+        *args,
+        s["samples"],
+        name=name,
+    )
+
+
 def _fast(model, s, kind, layers, positions):
     from .. import tracing
 
@@ -230,19 +246,7 @@ def check_trace_cell(fn, model, hidden: bool = False):
         elif hidden:
             cells = [("hidden", 12, start), ("mlp", 1, stop - 1), ("attn", 27, last)]
         for kind, layer, position in cells:
-            got = call(
-                fn,
-                model,
-                s["tokens"],
-                s["answer_id"],
-                s["noise_hook"],
-                s["cache"],
-                kind,
-                layer,
-                position,
-                samples,
-                name="trace_cell",
-            )
+            got = _call_learner(fn, model, s, kind, layer, position, name="trace_cell")
             expect(
                 isinstance(got, float),
                 "trace_cell should return a Python float (use float(...)), got "
@@ -282,18 +286,7 @@ def check_trace_row(fn, model, hidden: bool = False):
         kind, position = ("mlp", s["span"][1] - 1) if hidden else ("hidden", s["span"][1] - 1)
         if rng is not None:
             kind, position = rng.choice(KINDS), rng.randrange(s["tokens"].shape[1])
-        got = call(
-            fn,
-            model,
-            s["tokens"],
-            s["answer_id"],
-            s["noise_hook"],
-            s["cache"],
-            kind,
-            position,
-            samples,
-            name="trace_row",
-        )
+        got = _call_learner(fn, model, s, kind, position, name="trace_row")
         want = _fast(model, s, kind, None, [position]).scores[:, position]
         compare_tensors(
             got,
@@ -319,18 +312,7 @@ def check_trace_heatmap(fn, model, hidden: bool = False):
         kind, layers = ("attn", [4, 25]) if hidden else ("hidden", [5, 22])
         if rng is not None:
             kind, layers = rng.choice(KINDS), sorted(rng.sample(range(model.cfg.n_layers), 2))
-        got = call(
-            fn,
-            model,
-            s["tokens"],
-            s["answer_id"],
-            s["noise_hook"],
-            s["cache"],
-            kind,
-            layers,
-            samples,
-            name="trace_heatmap",
-        )
+        got = _call_learner(fn, model, s, kind, layers, name="trace_heatmap")
         want = _fast(model, s, kind, layers, None).scores[layers]
         compare_tensors(
             got,
