@@ -35,7 +35,8 @@ RESULTS: list[CheckResult] = []  # every check run in this process, in order (re
 
 @dataclass
 class CheckResult:
-    """The outcome of one check. ``max_abs_diff`` is set when tensors were compared."""
+    """The outcome of one check. ``max_abs_diff``: the largest difference the check measured
+    (``compare_tensors``, ``measured``), or the one that failed; None if it measured none."""
 
     exercise: str
     passed: bool
@@ -194,6 +195,9 @@ def random_prompt(rng) -> str:
     return rng.choice(_PROMPT_TEMPLATES).format(*rng.sample(_PROMPT_WORDS, 3))
 
 
+_MEASURED: list[float] | None = None  # differences measured by the running check (run_check)
+
+
 def run_check(exercise: str, body: Callable[[], str], hidden: bool = False) -> None:
     """Run ``body`` (which returns a success message, or raises ``Fail``), print and record the
     result.
@@ -226,9 +230,6 @@ def run_check(exercise: str, body: Callable[[], str], hidden: bool = False) -> N
     print(result.line())
     if not result.passed:
         raise CheckFailed(result)
-
-
-_MEASURED: list[float] | None = None  # differences measured by the running check (run_check)
 
 
 def measured(diff: float) -> float:
