@@ -10,12 +10,14 @@ from conftest import stub
 from course_utils import checks
 from course_utils.checks import (
     CheckFailed,
-    _Fail,
+    Fail,
     call,
     compare_tensors,
     expect,
     first_look,
+    measured,
     run_check,
+    within,
 )
 
 
@@ -28,13 +30,37 @@ def test_passing_check_prints_one_line_and_records_it(capsys):
 
 
 def test_hidden_run_does_not_claim_hidden_tests(capsys):
-    run_check("99.1 demo", lambda: "fine", hidden_tests=False)
+    run_check("99.1 demo", lambda: "fine", hidden=True)
     assert "hidden" not in capsys.readouterr().out
+
+
+def test_run_check_records_the_largest_measured_difference_and_prints_only_the_tolerance(capsys):
+    def body():
+        compare_tensors(torch.full((3,), 1e-6), torch.zeros(3), what="x", atol=1e-5)
+        measured(3e-6)
+        compare_tensors(torch.zeros(2), torch.zeros(2), what="y", atol=1e-5)
+        return f"fine ({within(1e-5)})"
+
+    run_check("99.1 demo", body)
+    assert checks.RESULTS[-1].max_abs_diff == pytest.approx(3e-6)
+    assert "fine (max |diff| ≤ atol 1e-05)" in capsys.readouterr().out  # no measured digits
+    run_check("99.1 demo", lambda: "nothing compared")
+    assert checks.RESULTS[-1].max_abs_diff is None
+
+
+def test_a_failure_records_the_difference_that_failed():
+    def body():
+        compare_tensors(torch.tensor([0.0, 0.5]), torch.zeros(2), what="x", atol=1e-5)
+        return "unreachable"
+
+    with pytest.raises(CheckFailed):
+        run_check("99.2 demo", body)
+    assert checks.RESULTS[-1].max_abs_diff == pytest.approx(0.5)
 
 
 def test_failing_check_prints_hint_and_raises_assertion(capsys):
     def body():
-        raise _Fail("wrong shape. Hint: keep the batch dimension")
+        raise Fail("wrong shape. Hint: keep the batch dimension")
 
     with pytest.raises(CheckFailed) as error:
         run_check("99.2 demo", body)
@@ -69,7 +95,7 @@ def test_warnings_in_learner_code_do_not_fail_a_check():
     ],
 )
 def test_call_turns_learner_errors_into_messages(fn, message):
-    with pytest.raises(_Fail, match=message):
+    with pytest.raises(Fail, match=message):
         call(fn)
 
 
@@ -83,7 +109,7 @@ def test_call_turns_learner_errors_into_messages(fn, message):
     ],
 )
 def test_compare_tensors_checks_type_shape_dtype_then_values(actual, message):
-    with pytest.raises(_Fail, match=message):
+    with pytest.raises(Fail, match=message):
         compare_tensors(actual, torch.zeros(3), what="probs", atol=1e-5, dims="d_vocab")
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import stub
 
-from course_utils.checks import CheckFailed
+from course_utils.checks import CheckFailed, grading_seed
 from course_utils.checks import corruption as checks
 from course_utils.hooks import make_noise_hook, make_zero_ablation
 from course_utils.predictions import answer_prob, answer_token_id
@@ -52,6 +52,32 @@ def test_hidden_variants_pass_on_the_reference(model):
     checks.check_corrupted_answer_prob(corrupted_answer_prob, model, hidden=True)
     checks.check_noised_answer_probs(noised_answer_probs, model, hidden=True)
     checks.check_single_token_effects(single_token_effects, model, hidden=True)
+
+
+def test_hidden_variants_pass_on_the_reference_under_grading_seeds(model):
+    for seed in (1, 2):  # drawn facts, positions, noise scale, sample count and seed
+        with grading_seed(seed):
+            test_hidden_variants_pass_on_the_reference(model)
+
+
+def test_a_lookup_table_of_the_written_inputs_fails_the_hidden_check_at_grading(model):
+    """The reference's answers for every case written in the check, looked up by prompt and
+    positions: enough in a notebook, not while grading."""
+    written = [
+        (*checks.EIFFEL, [1, 2, 3, 4]),
+        (*checks.JAPAN, [4]),
+        (*checks.COLOSSEUM, [1, 2, 3, 4]),
+        (*checks.COLOSSEUM, [9]),
+    ]
+    table = {(p, a, tuple(pos)): corrupted_answer_prob(model, p, a, pos) for p, a, pos in written}
+
+    def lookup(model, prompt, answer, positions):
+        return table.get((prompt, answer, tuple(positions)), 0.5)
+
+    checks.check_corrupted_answer_prob(lookup, model, hidden=True)
+    for seed in (1, 2):
+        with grading_seed(seed), pytest.raises(CheckFailed):
+            checks.check_corrupted_answer_prob(lookup, model, hidden=True)
 
 
 def test_corruption_effects_on_the_eiffel_tower(model):

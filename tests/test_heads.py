@@ -7,7 +7,7 @@ import torch
 from conftest import stub
 
 from course_utils import heads
-from course_utils.checks import CheckFailed
+from course_utils.checks import CheckFailed, grading_seed
 from course_utils.checks import heads as checks
 from course_utils.predictions import answer_token_id
 
@@ -255,3 +255,41 @@ def test_bos_attention_check(model):
     for wrong in mistakes:
         with pytest.raises(CheckFailed):
             checks.check_bos_attention(wrong, model)
+
+
+# --- hidden tests draw their inputs while grading -------------------------------------------------
+
+
+def test_hidden_checks_pass_on_the_solution_under_grading_seeds(model):
+    for seed in (1, 2):  # drawn facts, foils, prompts, layers, heads, positions and matrices
+        with grading_seed(seed):
+            checks.check_per_head_dla(per_head_dla, model, hidden=True)
+            checks.check_attention_row(attention_row, model, hidden=True)
+            checks.check_patch_heads(patch_heads, model, hidden=True)
+            checks.check_ov_logits(ov_logits, model, hidden=True)
+            checks.check_composition_score(composition_score, hidden=True)
+            checks.check_bos_attention(bos_attention, model, hidden=True)
+
+
+def test_a_lookup_table_of_the_written_inputs_fails_the_hidden_check_at_grading(model):
+    """attention_row answered from a table of the solution's rows for the prompts, heads and
+    positions the check writes (recorded by running it once in a notebook): enough there, not
+    while grading."""
+    table = {}
+
+    def key(cache, layer, head, q):
+        return tuple(cache["hook_embed"].shape), float(cache["hook_embed"].sum()), layer, head, q
+
+    def recording(cache, layer, head, q):
+        table[key(cache, layer, head, q)] = attention_row(cache, layer, head, q)
+        return table[key(cache, layer, head, q)]
+
+    def lookup(cache, layer, head, q):
+        return table.get(key(cache, layer, head, q), torch.zeros(cache["hook_embed"].shape[1]))
+
+    checks.check_attention_row(recording, model)
+    checks.check_attention_row(recording, model, hidden=True)
+    checks.check_attention_row(lookup, model, hidden=True)
+    for seed in (1, 2):
+        with grading_seed(seed), pytest.raises(CheckFailed):
+            checks.check_attention_row(lookup, model, hidden=True)

@@ -10,7 +10,7 @@ import torch
 from conftest import stub
 
 from course_utils import hooks
-from course_utils.checks import CheckFailed
+from course_utils.checks import CheckFailed, grading_seed
 from course_utils.checks import hooks as checks
 from course_utils.predictions import answer_prob, answer_token_id
 
@@ -212,6 +212,23 @@ def test_closures_follow_the_tutorial(lesson02):
     assert (
         lesson02["sum_multiplied_and_added"](made, [(2, 3), (4, 5), (6, 7)]) == 16 + 30 + 52 == 98
     )
+
+
+def test_multiplier_and_adder_hidden_inputs_are_drawn_at_grading(lesson02):
+    """A table of the answers for the cases written in the check (visible and hidden) is enough in
+    a notebook and fails while grading; the honest closure passes under every seed."""
+    written = [(10, 2, 3), (3, 1, 5), (-2, 5, 4), (7, 2, -3), (0.5, 4, 1), (-1, -2, -3)]
+    table = {(v, a, b): (a * b) + v for v, a, b in written}
+
+    def lookup(fixed_value):
+        return lambda a, b: table.get((fixed_value, a, b), 0)
+
+    checks.check_multiplier_and_adder(lookup, hidden=True)
+    for seed in (1, 2, 3):
+        with grading_seed(seed):
+            checks.check_multiplier_and_adder(lesson02["multiplier_and_adder"], hidden=True)
+            with pytest.raises(CheckFailed):
+                checks.check_multiplier_and_adder(lookup, hidden=True)
 
 
 def test_closure_checks_pass_and_fail(lesson02):

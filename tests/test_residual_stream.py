@@ -6,7 +6,7 @@ import torch
 from conftest import stub
 
 from course_utils import residual_stream as rs
-from course_utils.checks import CheckFailed
+from course_utils.checks import CheckFailed, grading_seed
 from course_utils.checks import residual_stream as checks
 from course_utils.predictions import answer_rank, answer_token_id
 
@@ -191,6 +191,30 @@ REFERENCE = [
 def test_check_passes_on_reference(model, check, reference):
     check(reference, model)
     check(reference, model, hidden=True)
+
+
+@pytest.mark.parametrize("check, reference", REFERENCE, ids=[c.__name__ for c, _ in REFERENCE])
+def test_hidden_check_passes_on_reference_under_grading_seeds(model, check, reference):
+    for seed in (1, 2):  # drawn prompts, layers, positions, tokens and zeroed hooks
+        with grading_seed(seed):
+            check(reference, model, hidden=True)
+
+
+def test_a_lookup_table_of_the_written_inputs_fails_the_hidden_check_at_grading(model):
+    """The reference's embeddings for every prompt written in the checks, looked up by tokens:
+    enough in a notebook, where the hidden test keeps its fixed prompts; not while grading."""
+    prompts = checks.PROMPTS + checks.HIDDEN_PROMPTS
+    table = {
+        tuple(model.to_tokens(p)[0].tolist()): rs.embed(model, model.to_tokens(p)) for p in prompts
+    }
+
+    def lookup(model, tokens):
+        return table.get(tuple(tokens[0].tolist()), next(iter(table.values())))
+
+    checks.check_embed(lookup, model, hidden=True)
+    for seed in (1, 2):
+        with grading_seed(seed), pytest.raises(CheckFailed):
+            checks.check_embed(lookup, model, hidden=True)
 
 
 @pytest.mark.parametrize("check", [c for c, _ in REFERENCE], ids=[c.__name__ for c, _ in REFERENCE])

@@ -10,7 +10,7 @@ import torch
 from conftest import stub
 
 from course_utils import scaling as sc
-from course_utils.checks import CheckFailed
+from course_utils.checks import CheckFailed, grading_seed
 from course_utils.checks import scaling as checks
 from course_utils.predictions import answer_token_id
 from course_utils.residual_stream import logit_lens as tl_logit_lens
@@ -253,3 +253,32 @@ def test_checks_catch_a_missing_bos_and_a_missing_final_norm(nn_model, model, ca
     with pytest.raises(CheckFailed):
         checks.check_logit_lens(without_norm, nn_model, model)
     assert "final norm" in capsys.readouterr().out
+
+
+# --- hidden tests draw their inputs while grading -------------------------------------------------
+
+
+def _lens_log_probs(m, tokens, pos):
+    return sc.logit_lens(m, tokens, pos).log_probs
+
+
+def test_hidden_checks_pass_on_the_reference_under_grading_seeds(nn_model, model):
+    for seed in (1, 2):  # drawn prompts, positions, fact pairs and layers
+        with grading_seed(seed):
+            checks.check_to_tokens(sc.to_tokens, model, nn_model.tokenizer, hidden=True)
+            checks.check_logit_lens(_lens_log_probs, nn_model, model, hidden=True)
+            checks.check_patch_layer(sc.patch_layer, nn_model, model, hidden=True)
+
+
+def test_a_lookup_table_of_the_written_inputs_fails_the_hidden_check_at_grading(nn_model, model):
+    """to_tokens answered from a table of ids for the prompts written in the check: enough in a
+    notebook, not while grading."""
+    table = {p: sc.to_tokens(nn_model.tokenizer, p) for p in checks.PROMPTS + checks.HIDDEN_PROMPTS}
+
+    def lookup(tokenizer, prompt):
+        return table.get(prompt, torch.zeros(1, 3, dtype=torch.long))
+
+    checks.check_to_tokens(lookup, model, nn_model.tokenizer, hidden=True)
+    for seed in (1, 2):
+        with grading_seed(seed), pytest.raises(CheckFailed):
+            checks.check_to_tokens(lookup, model, nn_model.tokenizer, hidden=True)

@@ -7,7 +7,7 @@ import torch
 from conftest import stub
 
 from course_utils import task_vectors as tv
-from course_utils.checks import CheckFailed
+from course_utils.checks import CheckFailed, grading_seed
 from course_utils.checks import task_vectors as checks
 from course_utils.predictions import answer_token_id
 
@@ -328,6 +328,34 @@ def test_check_patch_hook(model):
     for fn in (stub, every_position, always_replace, last_position, lambda v, p, mode: None):
         with pytest.raises(CheckFailed):
             checks.check_patch_hook(fn, model)
+
+
+def test_hidden_checks_pass_on_the_reference_under_grading_seeds(model):
+    for seed in (1, 2):  # drawn prompts, layers, seeds, queries and θ prompts
+        with grading_seed(seed):
+            checks.check_task_vector(_task_vector_right, model, hidden=True)
+            checks.check_patch_hook(tv.make_patch_hook, model, hidden=True)
+            checks.check_task_vector_accuracy(_accuracy_right, model, hidden=True)
+
+
+def test_a_lookup_table_of_the_written_inputs_fails_the_hidden_check_at_grading(model):
+    """task_vector answered from a table of the reference's vectors for the prompts and layers the
+    check writes (recorded by running it once in a notebook): enough there, not while grading."""
+    table = {}
+
+    def recording(model, prompts, layer):
+        table[tuple(prompts), layer] = _task_vector_right(model, prompts, layer)
+        return table[tuple(prompts), layer]
+
+    def lookup(model, prompts, layer):
+        return table.get((tuple(prompts), layer), torch.zeros(model.cfg.d_model))
+
+    checks.check_task_vector(recording, model)
+    checks.check_task_vector(recording, model, hidden=True)
+    checks.check_task_vector(lookup, model, hidden=True)
+    for seed in (1, 2):
+        with grading_seed(seed), pytest.raises(CheckFailed):
+            checks.check_task_vector(lookup, model, hidden=True)
 
 
 def test_check_task_vector_accuracy(model):

@@ -7,7 +7,7 @@ import torch
 from conftest import stub
 
 from course_utils import tracing
-from course_utils.checks import CheckFailed
+from course_utils.checks import CheckFailed, grading_seed
 from course_utils.checks import tracing as checks
 
 # (prompt, subject, answer): different subject spans and lengths
@@ -431,3 +431,60 @@ def test_trace_all_kinds_shares_runs_but_equals_single_traces(model, scale):
         assert result.settings == alone.settings and result.settings.kind == kind
         assert torch.equal(torch.nan_to_num(result.scores), torch.nan_to_num(alone.scores))
         assert result.corrupted_prob == alone.corrupted_prob
+
+
+# --- hidden tests draw their inputs while grading -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lesson04(solution_functions):
+    """The functions lesson 04's learner writes, from solutions/04_causal_tracing.ipynb."""
+    return solution_functions(
+        "04_causal_tracing",
+        {
+            "torch": torch,
+            "HOOK_OF_KIND": tracing.HOOK_OF_KIND,
+            "window_layers": tracing.window_layers,
+        },
+    )
+
+
+HIDDEN_CHECKS = [
+    (checks.check_subject_noise_hook, "make_subject_noise_hook"),
+    (checks.check_restore_hook, "make_restore_hook"),
+    (checks.check_trace_cell, "trace_cell"),
+    (checks.check_trace_row, "trace_row"),
+    (checks.check_trace_heatmap, "trace_heatmap"),
+]
+
+
+@pytest.mark.parametrize("check, name", HIDDEN_CHECKS, ids=[n for _, n in HIDDEN_CHECKS])
+def test_hidden_checks_pass_on_the_solution_under_grading_seeds(model, lesson04, check, name):
+    for seed in (1, 2):  # drawn facts, noise seeds, spans, kinds, layers and positions
+        with grading_seed(seed):
+            check(lesson04[name], model, hidden=True)
+
+
+def test_a_lookup_table_of_the_written_cells_fails_the_hidden_check_at_grading(model, lesson04):
+    """trace_cell answered from a table of the solution's values for the cells the check writes
+    (recorded by running it once in a notebook): enough there, not while grading."""
+    table = {}
+
+    def key(tokens, kind, layer, position):
+        return tuple(tokens[0].tolist()), kind, layer, position
+
+    def recording(model, tokens, answer_id, noise_hook, cache, kind, layer, position, samples):
+        value = lesson04["trace_cell"](
+            model, tokens, answer_id, noise_hook, cache, kind, layer, position, samples
+        )
+        table[key(tokens, kind, layer, position)] = value
+        return value
+
+    def lookup(model, tokens, answer_id, noise_hook, cache, kind, layer, position, samples):
+        return table.get(key(tokens, kind, layer, position), 0.0)
+
+    checks.check_trace_cell(recording, model)
+    checks.check_trace_cell(recording, model, hidden=True)
+    checks.check_trace_cell(lookup, model, hidden=True)
+    with grading_seed(1), pytest.raises(CheckFailed):  # the honest code passes: test above
+        checks.check_trace_cell(lookup, model, hidden=True)

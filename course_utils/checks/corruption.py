@@ -7,12 +7,25 @@ agrees with the learner only when their hook really changed what the model read.
 
 from __future__ import annotations
 
-from . import _Fail, call, compare_tensors, expect, run_check, tolerance_text
+from . import (
+    Fail,
+    call,
+    compare_tensors,
+    expect,
+    hidden_rng,
+    measured,
+    random_fact,
+    run_check,
+    within,
+)
 
 EIFFEL = ("The Eiffel Tower is located in the city of", " Paris")
 JAPAN = ("The capital of Japan is", " Tokyo")
 COLOSSEUM = ("The Colosseum is located in the city of", " Rome")
 ATOL = 1e-4
+# While grading, a hidden test draws its fact from the course's known facts (p(answer) must be large
+# enough that corrupting the input measurably lowers it; the list is public, the draw is not) and
+# draws its positions, noise scale, sample count and seed.
 
 
 def _truth_probs(model, prompt: str, answer: str, edit, batch: int = 1):
@@ -36,7 +49,7 @@ def _as_float(value, what: str) -> float:
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Fail(
+        raise Fail(
             f"{what}: expected a float, got {type(value).__name__}. Hint: return float(probability)"
         )
     return float(value)
@@ -49,9 +62,16 @@ def check_corrupted_answer_prob(fn, model, hidden: bool = False):
         if hidden
         else [(*EIFFEL, [1, 2, 3, 4]), (*JAPAN, [4])]
     )
+    rng = hidden_rng("03.1", hidden)
+    if rng is not None:  # the subject of one drawn fact, then one position of another
+        fact, other = random_fact(rng), random_fact(rng)
+        n_pos = model.to_tokens(other["prompt"]).shape[1]
+        cases = [
+            (fact["prompt"], fact["answer"], fact["subject_positions"]),
+            (other["prompt"], other["answer"], [rng.randrange(1, n_pos)]),
+        ]
 
     def body():
-        worst = 0.0
         for prompt, answer, positions in cases:
             got = _as_float(
                 call(fn, model, prompt, answer, list(positions), name="corrupted_answer_prob"),
@@ -63,8 +83,7 @@ def check_corrupted_answer_prob(fn, model, hidden: bool = False):
                 return embeds
 
             want = float(_truth_probs(model, prompt, answer, zero)[0])
-            diff = abs(got - want)
-            worst = max(worst, diff)
+            diff = measured(abs(got - want))
             if diff > ATOL:
                 clean = float(_truth_probs(model, prompt, answer, lambda e: e)[0])
                 hint = (
@@ -74,18 +93,15 @@ def check_corrupted_answer_prob(fn, model, hidden: bool = False):
                     else " Zero exactly `positions` of hook_embed (position 0 is the BOS), take "
                     "the last position, softmax."
                 )
-                raise _Fail(
+                raise Fail(
                     f"p({answer!r}) for {prompt!r} with positions {positions} zeroed: expected "
                     f"{want:.4f}, "
                     f"got {got:.4f}.{hint}",
                     diff,
                 )
-        return (
-            f"matches zeroed inputs_embeds on {len(cases)} cases ({tolerance_text(worst, ATOL)})",
-            worst,
-        )
+        return f"matches zeroed inputs_embeds on {len(cases)} cases ({within(ATOL)})"
 
-    run_check("03.1 corrupted_answer_prob", body, hidden_tests=not hidden)
+    run_check("03.1 corrupted_answer_prob", body, hidden=hidden)
 
 
 def check_noised_answer_probs(fn, model, hidden: bool = False):
@@ -95,9 +111,22 @@ def check_noised_answer_probs(fn, model, hidden: bool = False):
     cases = (
         [(*COLOSSEUM, [1, 2, 3, 4], 0.2, 3, 7)] if hidden else [(*EIFFEL, [1, 2, 3, 4], 0.1, 4, 0)]
     )
+    rng = hidden_rng("03.2", hidden)
+    if rng is not None:
+        fact = random_fact(rng)
+        scale, n_samples = rng.choice([0.05, 0.1, 0.2, 0.3]), rng.randint(2, 4)
+        cases = [
+            (
+                fact["prompt"],
+                fact["answer"],
+                fact["subject_positions"],
+                scale,
+                n_samples,
+                rng.randrange(10_000),
+            )
+        ]
 
     def body():
-        worst = 0.0
         for prompt, answer, positions, scale, n_samples, seed in cases:
             got = call(
                 fn,
@@ -120,30 +149,28 @@ def check_noised_answer_probs(fn, model, hidden: bool = False):
                 return embeds
 
             want = _truth_probs(model, prompt, answer, noise, batch=n_samples)
-            worst = max(
-                worst,
-                compare_tensors(
-                    got,
-                    want,
-                    what=f"p({answer!r}) per noise sample",
-                    atol=ATOL,
-                    dims="sample",
-                    hint="one run_with_hooks on the prompt repeated n_samples times "
-                    "(tokens.repeat(n_samples, 1)) "
-                    "with a single make_noise_hook(positions, scale, seed=seed) on 'hook_embed'",
-                ),
+            compare_tensors(
+                got,
+                want,
+                what=f"p({answer!r}) per noise sample",
+                atol=ATOL,
+                dims="sample",
+                hint="one run_with_hooks on the prompt repeated n_samples times "
+                "(tokens.repeat(n_samples, 1)) "
+                "with a single make_noise_hook(positions, scale, seed=seed) on 'hook_embed'",
             )
-        return (
-            f"matches noised inputs_embeds sample by sample ({tolerance_text(worst, ATOL)})",
-            worst,
-        )
+        return f"matches noised inputs_embeds sample by sample ({within(ATOL)})"
 
-    run_check("03.2 noised_answer_probs", body, hidden_tests=not hidden)
+    run_check("03.2 noised_answer_probs", body, hidden=hidden)
 
 
 def check_single_token_effects(fn, model, hidden: bool = False):
     """fn(model, prompt, answer) -> Float[Tensor, " pos"]; entry 0 holds the clean p(answer)."""
     prompt, answer = COLOSSEUM if hidden else JAPAN
+    rng = hidden_rng("03.3", hidden)
+    if rng is not None:
+        fact = random_fact(rng)
+        prompt, answer = fact["prompt"], fact["answer"]
 
     def body():
         got = call(fn, model, prompt, answer, name="single_token_effects")
@@ -155,7 +182,7 @@ def check_single_token_effects(fn, model, hidden: bool = False):
             return embeds
 
         want = _truth_probs(model, prompt, answer, zero_each, batch=n_pos)
-        diff = compare_tensors(
+        compare_tensors(
             got,
             want,
             what=f"effects for {prompt!r}",
@@ -168,9 +195,6 @@ def check_single_token_effects(fn, model, hidden: bool = False):
             int(got.argmin()) == int(want.argmin()),
             "the most important position differs from the truth",
         )
-        return (
-            f"all {n_pos} positions match zeroed inputs_embeds ({tolerance_text(diff, ATOL)})",
-            diff,
-        )
+        return f"all {n_pos} positions match zeroed inputs_embeds ({within(ATOL)})"
 
-    run_check("03.3 single_token_effects", body, hidden_tests=not hidden)
+    run_check("03.3 single_token_effects", body, hidden=hidden)

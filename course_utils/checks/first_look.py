@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from . import (
-    _Fail,
+    Fail,
     call,
     compare_tensors,
     expect,
     hidden_rng,
     random_prompt,
     run_check,
-    tolerance_text,
+    within,
 )
 
 PROMPTS = ["The Eiffel Tower is located in the city of", "The capital of Japan is"]
@@ -21,7 +21,7 @@ HIDDEN_PROMPTS = [
 
 
 def _prompts(hidden: bool, exercise: str) -> list[str]:
-    rng = hidden_rng(exercise) if hidden else None
+    rng = hidden_rng(exercise, hidden)
     if rng is None:
         return HIDDEN_PROMPTS if hidden else PROMPTS
     return [random_prompt(rng) for _ in HIDDEN_PROMPTS]  # drawn at grading time
@@ -40,32 +40,24 @@ def check_next_token_probs(fn, model, hidden: bool = False):
     prompts = _prompts(hidden, "00.1")
 
     def body():
-        worst = 0.0
         for prompt in prompts:
             probs = call(fn, model, prompt, name="next_token_probs")
-            worst = max(
-                worst,
-                compare_tensors(
-                    probs,
-                    _truth_probs(model, prompt),
-                    what=f"probabilities for {prompt!r}",
-                    atol=1e-5,
-                    dims="d_vocab",
-                    hint="take the logits at the last position of the only batch item, then "
-                    "softmax over the vocabulary",
-                ),
+            compare_tensors(
+                probs,
+                _truth_probs(model, prompt),
+                what=f"probabilities for {prompt!r}",
+                atol=1e-5,
+                dims="d_vocab",
+                hint="take the logits at the last position of the only batch item, then "
+                "softmax over the vocabulary",
             )
             expect(
                 abs(float(probs.sum()) - 1) < 1e-4,
                 "probabilities should sum to 1 (softmax over the last dimension)",
             )
-        return (
-            f"matches the model's own softmax on {len(prompts)} prompts "
-            f"({tolerance_text(worst, 1e-5)})",
-            worst,
-        )
+        return f"matches the model's own softmax on {len(prompts)} prompts ({within(1e-5)})"
 
-    run_check("00.1 next_token_probs", body, hidden_tests=not hidden)
+    run_check("00.1 next_token_probs", body, hidden=hidden)
 
 
 def check_top_k(fn, model, hidden: bool = False):
@@ -89,7 +81,7 @@ def check_top_k(fn, model, hidden: bool = False):
                     token, prob = item
                     want = model.tokenizer.decode([int(i)])
                     if token != want:
-                        raise _Fail(
+                        raise Fail(
                             f"rank {rank} for {prompt!r}: expected token {want!r}, got {token!r}. "
                             "Hint: sort by probability, most likely first, and decode each id on "
                             "its own"
@@ -101,4 +93,4 @@ def check_top_k(fn, model, hidden: bool = False):
                     )
         return f"top-1 and top-5 lists match on {len(prompts)} prompts"
 
-    run_check("00.2 top_k", body, hidden_tests=not hidden)
+    run_check("00.2 top_k", body, hidden=hidden)

@@ -10,7 +10,18 @@ from __future__ import annotations
 
 import torch
 
-from . import _Fail, call, compare_tensors, expect, run_check
+from . import (
+    Fail,
+    call,
+    compare_tensors,
+    expect,
+    hidden_rng,
+    measured,
+    random_fact_pair,
+    random_prompt,
+    run_check,
+    within,
+)
 
 PROMPT, ANSWER, FOIL = "The Eiffel Tower is located in the city of", " Paris", " Rome"
 CORRUPTED = "The Colosseum is located in the city of"
@@ -33,11 +44,14 @@ _NAMES = (
 )
 
 
-def _within(atol: float, rtol: float = 0.0) -> str:
-    return f"max |diff| ≤ atol {atol:g}" + (f", rtol {rtol:g}" if rtol else "")
-
-
-def _case(hidden: bool):
+def _case(hidden: bool, model=None, rng=None):
+    """(prompt, answer, foil, corrupted prompt). While grading (``rng``), a hidden test draws a
+    known fact from the course's list (the heads must write an answer the model knows; the list is
+    public, the draw is not) and, as foil and corrupted prompt, another fact of the same relation
+    and token length with a different answer."""
+    if rng is not None:
+        fact, other = random_fact_pair(rng, lambda prompt: model.to_tokens(prompt).shape[1])
+        return fact["prompt"], fact["answer"], other["answer"], other["prompt"]
     if hidden:
         return HIDDEN
     return PROMPT, ANSWER, FOIL, CORRUPTED
@@ -82,9 +96,10 @@ def _true_head_dla(model, cache, answer_id, foil_id):
 
 def check_per_head_dla(fn, model, hidden: bool = False):
     """fn(model, cache, answer_id, foil_id) -> Float[Tensor, "layer n_heads"]."""
+    rng = hidden_rng("06.1", hidden)
 
     def body():
-        prompt, answer, foil, _ = _case(hidden)
+        prompt, answer, foil, _ = _case(hidden, model, rng)
         tokens, logits, cache = _truth(model, prompt)
         answer_id, foil_id = _ids(model, answer, foil)
         truth, results, scale, direction = _true_head_dla(model, cache, answer_id, foil_id)
@@ -95,31 +110,31 @@ def check_per_head_dla(fn, model, hidden: bool = False):
             and got.shape == truth.T.shape
             and got.shape != truth.shape
         ):
-            raise _Fail(
+            raise Fail(
                 f"per_head_dla: expected [layer n_heads] = {tuple(truth.shape)}, got "
                 f"{tuple(got.shape)}: your axes are swapped (heads first)."
             )
         if isinstance(got, torch.Tensor) and got.shape == truth.shape:
             no_scale = results @ direction
             if torch.allclose(got, no_scale, atol=1e-3, rtol=1e-4):
-                raise _Fail(
+                raise Fail(
                     "per_head_dla: you forgot the final norm's scale: divide each head's output "
                     f"by ln_final.hook_scale at the last position ({float(scale):.2f}) "
                     "before projecting."
                 )
             no_gain = (results / scale) @ (model.W_U[:, answer_id] - model.W_U[:, foil_id])
             if torch.allclose(got, no_gain, atol=1e-3, rtol=1e-4):
-                raise _Fail(
+                raise Fail(
                     "per_head_dla: the final RMSNorm also multiplies by its gain "
                     "model.ln_final.w: project on ln_final.w * (W_U[:, answer] - W_U[:, foil])."
                 )
             raw = (results / scale) @ (model.ln_final.w * model.W_U[:, answer_id])
             if torch.allclose(got, raw, atol=1e-3, rtol=1e-4):
-                raise _Fail(
+                raise Fail(
                     "per_head_dla: that is the attribution to logit(answer) alone: subtract "
                     "the foil's unembedding column."
                 )
-        worst = compare_tensors(
+        compare_tensors(
             got,
             truth,
             what="per-head direct logit attribution",
@@ -146,21 +161,27 @@ def check_per_head_dla(fn, model, hidden: bool = False):
         )
         return (
             f"matches the bridge's hook_result projected on the logit difference "
-            f"({_within(1e-3, 1e-4)}); with the embedding and MLPs it sums to the model's "
+            f"({within(1e-3, 1e-4)}); with the embedding and MLPs it sums to the model's "
             "logit difference"
-        ), worst
+        )
 
-    run_check("06.1 per_head_dla", body, hidden_tests=not hidden)
+    run_check("06.1 per_head_dla", body, hidden=hidden)
 
 
 def check_attention_row(fn, model, hidden: bool = False):
     """fn(cache, layer, head, query_pos) -> Float[Tensor, " pos"]."""
+    rng = hidden_rng("06.2", hidden)
 
     def body():
-        prompt = _case(hidden)[0]
+        prompt = random_prompt(rng) if rng is not None else _case(hidden)[0]
         tokens, _, cache = _truth(model, prompt)
         cases = [(29, 1, -1), (23, 4, -1), (3, 0, 5)] if not hidden else [(24, 4, -1), (0, 8, 7)]
-        worst = 0.0
+        if rng is not None:  # two heads, from the last position and from a drawn one
+            n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+            cases = [
+                (rng.randrange(n_layers), rng.randrange(n_heads), query)
+                for query in (-1, rng.randrange(1, tokens.shape[1]))
+            ]
         for layer, head, query in cases:
             scores = cache[f"blocks.{layer}.attn.hook_attn_scores"][0, head]  # [query key]
             truth = scores.softmax(-1)[query]
@@ -170,7 +191,7 @@ def check_attention_row(fn, model, hidden: bool = False):
                 if torch.allclose(got, pattern[head, :, query], atol=1e-5) and not torch.allclose(
                     got, truth, atol=1e-5
                 ):
-                    raise _Fail(
+                    raise Fail(
                         "attention_row: you read a column (how much each query attends to "
                         "the query position): pattern[batch, head, query, key] — index the "
                         "query, keep every key."
@@ -178,40 +199,40 @@ def check_attention_row(fn, model, hidden: bool = False):
                 if torch.allclose(
                     got, pattern[query % pattern.shape[0], :, head], atol=1e-5
                 ) and not torch.allclose(got, truth, atol=1e-5):
-                    raise _Fail(
+                    raise Fail(
                         "attention_row: the head axis is axis 1 of hook_pattern "
                         "[batch n_heads query key]."
                     )
-            worst = max(
-                worst,
-                compare_tensors(
-                    got,
-                    truth,
-                    what=f"attention of L{layer}H{head} from position {query}",
-                    atol=1e-5,
-                    dims="pos",
-                    hint="cache[f'blocks.{layer}.attn.hook_pattern'][0, head, query_pos]",
-                ),
+            compare_tensors(
+                got,
+                truth,
+                what=f"attention of L{layer}H{head} from position {query}",
+                atol=1e-5,
+                dims="pos",
+                hint="cache[f'blocks.{layer}.attn.hook_pattern'][0, head, query_pos]",
             )
-        return f"matches softmax(hook_attn_scores) on {len(cases)} heads ({_within(1e-5)})", worst
+        return f"matches softmax(hook_attn_scores) on {len(cases)} heads ({within(1e-5)})"
 
-    run_check("06.2 attention_row", body, hidden_tests=not hidden)
+    run_check("06.2 attention_row", body, hidden=hidden)
 
 
 def check_patch_heads(fn, model, hidden: bool = False):
     """fn(model, base_tokens, source_z, layer, answer_id, foil_id) -> Float[Tensor, " n_heads"]."""
     from ..heads import head_patching
 
+    rng = hidden_rng("06.3", hidden)
+
     def body():
-        prompt, answer, foil, corrupted = _case(hidden)
+        prompt, answer, foil, corrupted = _case(hidden, model, rng)
         answer_id, foil_id = _ids(model, answer, foil)
         clean_tokens, _, clean_cache = _truth(model, prompt)
         corrupted_tokens = model.to_tokens(corrupted)
         layers = (23,) if not hidden else (21, 29)
+        if rng is not None:
+            layers = tuple(sorted(rng.sample(range(model.cfg.n_layers), 2)))
         truth = head_patching(
             model, corrupted_tokens, clean_tokens, answer_id, foil_id, layers=layers
         )
-        worst = 0.0
         for layer in layers:
             source_z = clean_cache[f"blocks.{layer}.attn.hook_z"]
             with torch.no_grad():
@@ -225,37 +246,38 @@ def check_patch_heads(fn, model, hidden: bool = False):
                     foil_id,
                     name="patch_heads",
                 )
-            worst = max(
-                worst,
-                compare_tensors(
-                    got,
-                    truth[layer],
-                    what=f"logit difference after patching each head of layer {layer}",
-                    atol=2e-3,
-                    rtol=1e-4,
-                    dims="n_heads",
-                    hint="run n_heads copies of the base prompt; in copy h replace z[h, -1, h] "
-                    "(batch, "
-                    "last position, head h) by source_z[0, -1, h], and nothing else",
-                ),
+            compare_tensors(
+                got,
+                truth[layer],
+                what=f"logit difference after patching each head of layer {layer}",
+                atol=2e-3,
+                rtol=1e-4,
+                dims="n_heads",
+                hint="run n_heads copies of the base prompt; in copy h replace z[h, -1, h] "
+                "(batch, "
+                "last position, head h) by source_z[0, -1, h], and nothing else",
             )
         return (
             f"matches lesson 04's fast engine (weights run directly) at layers {list(layers)} "
-            f"({_within(2e-3, 1e-4)})"
-        ), worst
+            f"({within(2e-3, 1e-4)})"
+        )
 
-    run_check("06.3 patch_heads", body, hidden_tests=not hidden)
+    run_check("06.3 patch_heads", body, hidden=hidden)
 
 
 def check_ov_logits(fn, model, hidden: bool = False):
     """fn(model, layer, head, x_normed, final_scale) -> Float[Tensor, "pos d_vocab"]."""
 
+    rng = hidden_rng("06.4", hidden)
+
     def body():
-        prompt = _case(hidden)[0]
+        prompt = random_prompt(rng) if rng is not None else _case(hidden)[0]
         _, _, cache = _truth(model, prompt)
         scale = cache["ln_final.hook_scale"][0, -1]
         heads = [(23, 4), (29, 1)] if not hidden else [(23, 5), (29, 0)]
-        worst = 0.0
+        if rng is not None:
+            n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+            heads = [(rng.randrange(n_layers), rng.randrange(n_heads)) for _ in heads]
         for layer, head in heads:
             x = cache[f"blocks.{layer}.ln1.hook_out"][0]  # [pos d_model]
             with torch.no_grad():
@@ -271,30 +293,27 @@ def check_ov_logits(fn, model, hidden: bool = False):
             mixed = pattern @ got
             ratio = float(mixed.norm() / truth.norm())
             if abs(ratio / float(scale) - 1) < 1e-2:
-                raise _Fail(
+                raise Fail(
                     "ov_logits: divide by final_scale: the final RMSNorm divides the "
                     "stream by its scale before the unembedding."
                 )
-            worst = max(
-                worst,
-                compare_tensors(
-                    mixed,
-                    truth,
-                    what=f"attention-weighted OV logits of L{layer}H{head}",
-                    atol=2e-3,
-                    rtol=1e-3,
-                    dims="d_vocab",
-                    hint="x @ W_V[layer, head // 3] @ W_O[layer, head]: query head h reads "
-                    "key/value "
-                    "head h // (n_heads // n_kv_heads); then / final_scale * ln_final.w @ W_U",
-                ),
+            compare_tensors(
+                mixed,
+                truth,
+                what=f"attention-weighted OV logits of L{layer}H{head}",
+                atol=2e-3,
+                rtol=1e-3,
+                dims="d_vocab",
+                hint="x @ W_V[layer, head // 3] @ W_O[layer, head]: query head h reads "
+                "key/value "
+                "head h // (n_heads // n_kv_heads); then / final_scale * ln_final.w @ W_U",
             )
         return (
             f"weighted by the real attention pattern, your OV logits give the head's direct "
-            f"logits from hook_result ({_within(2e-3, 1e-3)})"
-        ), worst
+            f"logits from hook_result ({within(2e-3, 1e-3)})"
+        )
 
-    run_check("06.4 ov_logits", body, hidden_tests=not hidden)
+    run_check("06.4 ov_logits", body, hidden=hidden)
 
 
 def check_composition_score(fn, hidden: bool = False):
@@ -307,7 +326,10 @@ def check_composition_score(fn, hidden: bool = False):
         return float(frob(left @ right) / (frob(left) * frob(right)))
 
     def body():
-        gen = torch.Generator().manual_seed(7 if hidden else 3)
+        rng = hidden_rng("06.5", hidden)
+        gen = torch.Generator().manual_seed(
+            rng.randrange(10_000) if rng is not None else 7 if hidden else 3
+        )
         cases = [
             (torch.randn(20, 6, generator=gen), torch.randn(6, 20, generator=gen)),
             (torch.randn(12, 12, generator=gen), torch.randn(12, 4, generator=gen)),
@@ -318,17 +340,16 @@ def check_composition_score(fn, hidden: bool = False):
         v[1, 1] = 3.0
         cases.append((u, v))  # orthogonal: composition 0
         cases.append((u, u.T.clone()))  # the same rank-1 direction: composition 1
-        worst = 0.0
         for left, right in cases:
             got = call(fn, left, right, name="composition_score")
             try:
                 value = float(got)
             except (TypeError, ValueError, RuntimeError):
-                raise _Fail(
+                raise Fail(
                     f"composition_score: expected a number, got {type(got).__name__}"
                 ) from None
             expected = truth(left, right)
-            if abs(value - expected) > 1e-4:
+            if measured(abs(value - expected)) > 1e-4:
                 spectral = float(
                     torch.linalg.matrix_norm(left @ right, ord=2)
                     / (
@@ -343,21 +364,22 @@ def check_composition_score(fn, hidden: bool = False):
                     else "||left @ right||_F / (||left||_F * ||right||_F): the product first, in "
                     "that order, then divide by both norms"
                 )
-                raise _Fail(
+                raise Fail(
                     f"composition_score: expected {expected:.4f} for shapes "
                     f"{tuple(left.shape)} @ {tuple(right.shape)}, got {value:.4f}. Hint: {hint}"
                 )
-            worst = max(worst, abs(value - expected))
-        return f"matches norms from singular values on {len(cases)} pairs (|diff| ≤ 1e-4)", worst
+        return f"matches norms from singular values on {len(cases)} pairs ({within(1e-4)})"
 
-    run_check("06.5 composition_score", body, hidden_tests=not hidden)
+    run_check("06.5 composition_score", body, hidden=hidden)
 
 
 def check_bos_attention(fn, model, hidden: bool = False):
     """fn(patterns [layer n_heads pos pos]) -> Float[Tensor, "layer n_heads"]."""
 
+    rng = hidden_rng("06.6", hidden)
+
     def body():
-        prompt = _case(hidden)[0]
+        prompt = random_prompt(rng) if rng is not None else _case(hidden)[0]
         _, _, cache = _truth(model, prompt)
         n_layers = model.cfg.n_layers
         scores = torch.stack(
@@ -370,16 +392,16 @@ def check_bos_attention(fn, model, hidden: bool = False):
         got = call(fn, patterns.clone(), name="bos_attention")
         if isinstance(got, torch.Tensor) and got.shape == truth.shape:
             if torch.allclose(got, patterns[:, :, :, 0].mean(-1), atol=1e-5):
-                raise _Fail(
+                raise Fail(
                     "bos_attention: leave out query position 0: it can only attend to "
                     "itself, so it always puts 1.0 on position 0 and inflates the mean."
                 )
             if torch.allclose(got, patterns[:, :, 0, 1:].mean(-1), atol=1e-5):
-                raise _Fail(
+                raise Fail(
                     "bos_attention: attention *to* position 0 is the key axis (last): "
                     "patterns[:, :, 1:, 0]."
                 )
-        worst = compare_tensors(
+        compare_tensors(
             got,
             truth,
             what="mean attention to position 0",
@@ -387,8 +409,6 @@ def check_bos_attention(fn, model, hidden: bool = False):
             dims="layer n_heads",
             hint="patterns[layer, head, query, key]: take key 0 for queries 1..pos-1 and average",
         )
-        return (
-            f"matches softmax(hook_attn_scores) over {n_layers} layers ({_within(1e-5)})"
-        ), worst
+        return f"matches softmax(hook_attn_scores) over {n_layers} layers ({within(1e-5)})"
 
-    run_check("06.6 bos_attention", body, hidden_tests=not hidden)
+    run_check("06.6 bos_attention", body, hidden=hidden)

@@ -14,14 +14,14 @@ from types import SimpleNamespace
 import torch
 
 from . import (
-    _Fail,
+    Fail,
     call,
     compare_tensors,
     expect,
     hidden_rng,
     random_prompt,
     run_check,
-    tolerance_text,
+    within,
 )
 
 PROMPT = "The Eiffel Tower is located in the city of"  # 11 tokens with <|endoftext|>
@@ -31,21 +31,17 @@ HIDDEN_SOURCE_PROMPT = "The Taj Mahal is located in the country of"
 _FAKE_HOOK = SimpleNamespace(name="blocks.3.hook_resid_pre")
 
 
-# Success messages of model-based checks state the tolerance, not the measured difference: the
-# difference between two forward passes can vary with the number of CPU threads, and strict nbval
-# compares outputs.
-
 # ---- helpers -------------------------------------------------------------------------------------
 
 
 def _expect_callable(obj, what: str) -> None:
     if obj is None:
-        raise _Fail(
+        raise Fail(
             f"{what} returned None. Hint: end the outer function with `return inner_function` "
             "(the name, without calling it)"
         )
     if not callable(obj):
-        raise _Fail(
+        raise Fail(
             f"{what} should return a function, got {type(obj).__name__} {obj!r}. Hint: return the "
             "inner "
             "function itself, not the result of calling it"
@@ -58,42 +54,42 @@ def _run_hook_on_tensor(
     """Call a learner's hook on a copy of ``activation`` and diagnose the classic mistakes."""
     given = activation.clone()
     if not callable(hook_fn):
-        raise _Fail(f"{label} should be a function, got {type(hook_fn).__name__}")
+        raise Fail(f"{label} should be a function, got {type(hook_fn).__name__}")
     try:
         out = hook_fn(
             given, hook=hook
         )  # how TransformerLens calls a hook: the hook point by keyword
     except NotImplementedError:
-        raise _Fail(
+        raise Fail(
             f"{label} is not implemented yet: replace `raise NotImplementedError()` with your code"
         ) from None
     except TypeError as error:
         if "'hook'" in str(error):
-            raise _Fail(
+            raise Fail(
                 f"{label} cannot be called as hook_fn(activation, hook=hook_point): {error}. Hint: "
                 "TransformerLens passes the hook point by keyword, so name the second parameter "
                 "`hook`"
             ) from None
-        raise _Fail(f"{label} raised TypeError: {error}") from None
+        raise Fail(f"{label} raised TypeError: {error}") from None
     except Exception as error:  # the learner's bug, reported rather than re-raised
-        raise _Fail(f"{label} raised {type(error).__name__}: {error}") from None
+        raise Fail(f"{label} raised {type(error).__name__}: {error}") from None
     edited_in_place = not torch.equal(given, activation)
     if out is None:
         if edited_in_place:
-            raise _Fail(
+            raise Fail(
                 f"{label} edited the activation in place and returned None. That changes any "
                 "tensor sharing "
                 "its storage, cached activations included (blocks.4.hook_resid_post *is* "
                 "blocks.5.hook_resid_pre). Hint: `new = activation.clone()`, edit `new`, `return "
                 "new`"
             )
-        raise _Fail(
+        raise Fail(
             f"{label} returned None, so the model keeps the original activation and your edit is "
             "lost. "
             "Hint: end the hook with `return` and the edited tensor"
         )
     if edited_in_place:
-        raise _Fail(
+        raise Fail(
             f"{label} changed its input tensor in place. Cached activations share storage with "
             "live ones, "
             "so this silently rewrites them. Hint: clone first (`new = activation.clone()`), edit "
@@ -125,18 +121,18 @@ def _diagnose_axis(
         else []
     )
     if not changed.any():
-        raise _Fail(
+        raise Fail(
             f"{label} changed nothing: positions {positions} of dim 1 (pos) should have changed"
         )
     if rows_batch != list(range(activation.shape[0])):
-        raise _Fail(
+        raise Fail(
             f"{label} changed batch items {rows_batch} only, all of them should change at "
             "positions "
             f"{positions}. Hint: you indexed dim 0 (batch); index dim 1 with `activation[:, "
             "positions]`"
         )
     if rows_pos != sorted(p % activation.shape[1] for p in positions):
-        raise _Fail(
+        raise Fail(
             f"{label} changed positions {rows_pos}, expected {positions}. Hint: index dim 1 "
             "(`activation[:, positions]`) and leave the other positions as they are"
         )
@@ -157,9 +153,25 @@ def _record_after(model, tokens, name: str, hook_fn, label: str):
     return logits, record["act"]
 
 
-def _drawn(exercise: str, hidden: bool):
-    """The grader's random generator for a hidden test (None in a notebook: fixed hidden inputs)."""
-    return hidden_rng(exercise) if hidden else None
+def _drawn_site(rng) -> tuple[list[int], int]:
+    """Two positions (not the BOS) and a layer for a hidden hook test, drawn while grading."""
+    return sorted(rng.sample(range(1, 8), 2)), rng.randrange(1, 29)
+
+
+def _expect_written(model, tokens, name: str, hook_fn, positions, value) -> None:
+    """Fail unless the model, run with ``hook_fn`` at ``name``, received the clean activation with
+    ``value`` written at ``positions`` (the recording hook runs after the learner's)."""
+    _, received = _record_after(model, tokens, name, hook_fn, "the model run with your hook")
+    _, clean = _clean(model, tokens, [name])
+    truth = clean[name].clone()
+    truth[:, positions] = value
+    compare_tensors(
+        received,
+        truth,
+        what=f"activation after your hook at {name}",
+        atol=1e-6,
+        dims="batch pos d_model",
+    )
 
 
 def _clean(model, tokens, names):
@@ -176,6 +188,13 @@ def check_multiplier_and_adder(fn, hidden: bool = False):
     cases = (
         [(7, 2, -3), (0.5, 4, 1), (-1, -2, -3)] if hidden else [(10, 2, 3), (3, 1, 5), (-2, 5, 4)]
     )
+    rng = hidden_rng("02.1", hidden)
+    if rng is not None:  # three different fixed values, so a shared global shows
+        nonzero = [i for i in range(-9, 10) if i]
+        cases = [
+            (fixed_value, rng.choice(nonzero), rng.choice(nonzero))
+            for fixed_value in rng.sample(nonzero, 3)
+        ]
 
     def body():
         made = []
@@ -187,7 +206,7 @@ def check_multiplier_and_adder(fn, hidden: bool = False):
             got = call(g, a, b, name=f"multiplier_and_adder({fixed_value})")
             want = (a * b) + fixed_value
             if got == a * fixed_value + b and got != want:
-                raise _Fail(
+                raise Fail(
                     f"multiplier_and_adder({fixed_value})({a}, {b}) returned {got!r} = a * "
                     "fixed_value + b; "
                     f"expected {want!r} = (a * b) + fixed_value. Hint: multiply the two arguments, "
@@ -205,13 +224,13 @@ def check_multiplier_and_adder(fn, hidden: bool = False):
             )
         return f"{len(cases)} functions built, each remembers its own fixed_value"
 
-    run_check("02.1 multiplier_and_adder", body, hidden_tests=not hidden)
+    run_check("02.1 multiplier_and_adder", body, hidden=hidden)
 
 
 def check_multiplier_and_adder_lambda(fn, hidden: bool = False):
     """fn(fixed_value) -> a lambda (a, b) -> (a * b) + fixed_value."""
     cases = [(6, 3, 1), (-4, 2, 2)] if hidden else [(10, 2, 3), (2, 7, -1)]
-    rng = _drawn("02.2", hidden)
+    rng = hidden_rng("02.2", hidden)
     if rng is not None:
         cases = [
             tuple(rng.choice([i for i in range(-9, 10) if i]) for _ in range(3)) for _ in cases
@@ -236,7 +255,7 @@ def check_multiplier_and_adder_lambda(fn, hidden: bool = False):
             )
         return "the lambda computes (a * b) + fixed_value"
 
-    run_check("02.2 multiplier_and_adder_lambda", body, hidden_tests=not hidden)
+    run_check("02.2 multiplier_and_adder_lambda", body, hidden=hidden)
 
 
 def check_sum_multiplied_and_added(fn, hidden: bool = False):
@@ -244,7 +263,7 @@ def check_sum_multiplied_and_added(fn, hidden: bool = False):
     pairs = (
         [(1, 2), (3, 4), (-5, 6), (0, 0)] if hidden else [(2, 3), (4, 5), (6, 7)]
     )  # the tutorial's list
-    rng = _drawn("02.3", hidden)
+    rng = hidden_rng("02.3", hidden)
     if rng is not None:
         pairs = [(rng.randint(-20, 20), rng.randint(-20, 20)) for _ in range(rng.randint(3, 6))]
 
@@ -270,22 +289,23 @@ def check_sum_multiplied_and_added(fn, hidden: bool = False):
         expect(empty == 0, f"for an empty list the sum is 0, got {empty!r}")
         return f"calls func once per tuple and sums the results ({len(pairs)} tuples)"
 
-    run_check("02.3 sum_multiplied_and_added", body, hidden_tests=not hidden)
+    run_check("02.3 sum_multiplied_and_added", body, hidden=hidden)
 
 
 def check_position_scaler(fn, hidden: bool = False):
     """fn(positions, factor) -> function x [batch pos d_model] -> copy of x with x[:, positions] *
     factor."""
-    positions, factor = ([0, 5], -1.0) if hidden else ([1, 3], 2.0)
-    rng = _drawn("02.4", hidden)
+    positions, factor, seed = ([0, 5], -1.0, 0) if hidden else ([1, 3], 2.0, 0)
+    rng = hidden_rng("02.4", hidden)
     if rng is not None:  # position 2 stays out: the check appends it to the caller's list
-        positions, factor = (
+        positions, factor, seed = (
             sorted(rng.sample([0, 1, 3, 4, 5], 2)),
             rng.choice([-3.0, -1.0, 0.5, 3.0]),
+            rng.randrange(10_000),
         )
 
     def body():
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         x = torch.randn(5, 6, 4)
         caller_list = list(positions)
         scale = call(fn, caller_list, factor, name="make_position_scaler")
@@ -306,14 +326,14 @@ def check_position_scaler(fn, hidden: bool = False):
             and out.shape == x.shape
             and torch.allclose(out[:, 2], x[:, 2] * factor)
         ):
-            raise _Fail(
+            raise Fail(
                 "position 2 was scaled too: it was appended to the caller's list *after* the "
                 "function was "
                 "made. A closure sees the list object, not a snapshot. Hint: store a copy, "
                 "`positions = list(positions)`, before defining the inner function"
             )
         _diagnose_axis(out, expected, x, positions, "the returned function")
-        diff = compare_tensors(
+        compare_tensors(
             out,
             expected,
             what="scaled tensor",
@@ -323,11 +343,10 @@ def check_position_scaler(fn, hidden: bool = False):
         )
         return (
             f"scales positions {positions} of every batch item and keeps its own copy "
-            f"({tolerance_text(diff, 1e-6)})",
-            diff,
+            f"({within(1e-6)})"
         )
 
-    run_check("02.4 make_position_scaler", body, hidden_tests=not hidden)
+    run_check("02.4 make_position_scaler", body, hidden=hidden)
 
 
 # ---- 02.5: run_with_cache with a names filter ----------------------------------------------------
@@ -364,7 +383,7 @@ def check_resid_post_stack(fn, model, hidden: bool = False):
     """fn(model, prompt) -> Float[Tensor, "layer pos d_model"]: blocks.{l}.hook_resid_post,
     stacked."""
     prompt = HIDDEN_PROMPT if hidden else PROMPT
-    rng = _drawn("02.5", hidden)
+    rng = hidden_rng("02.5", hidden)
     prompt = random_prompt(rng) if rng is not None else prompt
 
     def body():
@@ -379,7 +398,7 @@ def check_resid_post_stack(fn, model, hidden: bool = False):
         with torch.no_grad():
             model.run_with_hooks(model.to_tokens(prompt), fwd_hooks=[(n, recorder) for n in names])
         expected = torch.stack([recorded[i] for i in range(len(names))])
-        diff = compare_tensors(
+        compare_tensors(
             got,
             expected,
             what="stacked residual stream",
@@ -395,12 +414,11 @@ def check_resid_post_stack(fn, model, hidden: bool = False):
             "Hint: names_filter=lambda name: name.endswith('hook_resid_post')",
         )
         return (
-            f"matches the residual stream recorded by hooks at all {len(names)} layers (within "
-            "atol 1e-4)",
-            diff,
+            f"matches the residual stream recorded by hooks at all {len(names)} layers "
+            f"({within(1e-4)})"
         )
 
-    run_check("02.5 resid_post_stack", body, hidden_tests=not hidden)
+    run_check("02.5 resid_post_stack", body, hidden=hidden)
 
 
 # ---- 02.6-02.8: hook factories -------------------------------------------------------------------
@@ -410,13 +428,10 @@ def check_zero_ablation(fn, model, hidden: bool = False):
     """fn(positions) -> hook zeroing activation[:, positions]."""
     positions, layer = ([1, 5], 7) if hidden else ([2, 3, 4], 3)
     prompt = HIDDEN_PROMPT if hidden else PROMPT
-    rng = _drawn("02.6", hidden)
+    rng = hidden_rng("02.6", hidden)
     if rng is not None:
-        positions, layer, prompt = (
-            sorted(rng.sample(range(1, 8), 2)),
-            rng.randrange(1, 29),
-            random_prompt(rng),
-        )
+        positions, layer = _drawn_site(rng)
+        prompt = random_prompt(rng)
 
     def body():
         torch.manual_seed(1)
@@ -445,24 +460,10 @@ def check_zero_ablation(fn, model, hidden: bool = False):
         )
 
         name = f"blocks.{layer}.hook_resid_pre"
-        tokens = model.to_tokens(prompt)
-        _, received = _record_after(model, tokens, name, hook_fn, "the model run with your hook")
-        _, clean = _clean(model, tokens, [name])
-        truth = clean[name].clone()
-        truth[:, positions] = 0
-        diff = compare_tensors(
-            received,
-            truth,
-            what=f"activation after your hook at {name}",
-            atol=1e-6,
-            dims="batch pos d_model",
-        )
-        return (
-            f"zeroes positions {positions} at {name} and leaves the rest (within atol 1e-6)",
-            diff,
-        )
+        _expect_written(model, model.to_tokens(prompt), name, hook_fn, positions, 0.0)
+        return f"zeroes positions {positions} at {name} and leaves the rest ({within(1e-6)})"
 
-    run_check("02.6 make_zero_ablation", body, hidden_tests=not hidden)
+    run_check("02.6 make_zero_ablation", body, hidden=hidden)
 
 
 def check_mean_ablation(fn, model, hidden: bool = False):
@@ -470,13 +471,10 @@ def check_mean_ablation(fn, model, hidden: bool = False):
     batch)."""
     positions, layer = ([3, 6], 9) if hidden else ([2, 3, 4], 3)
     prompt = HIDDEN_PROMPT if hidden else PROMPT
-    rng = _drawn("02.7", hidden)
+    rng = hidden_rng("02.7", hidden)
     if rng is not None:
-        positions, layer, prompt = (
-            sorted(rng.sample(range(1, 8), 2)),
-            rng.randrange(1, 29),
-            random_prompt(rng),
-        )
+        positions, layer = _drawn_site(rng)
+        prompt = random_prompt(rng)
 
     def body():
         torch.manual_seed(2)
@@ -522,25 +520,11 @@ def check_mean_ablation(fn, model, hidden: bool = False):
         tokens = model.to_tokens(prompt)
         _, clean = _clean(model, tokens, [name])
         model_mean = clean[name][0, 1:].mean(dim=0)
-        _, received = _record_after(
-            model,
-            tokens,
-            name,
-            call(fn, model_mean, positions, name="make_mean_ablation"),
-            "the model run with your hook",
-        )
-        truth = clean[name].clone()
-        truth[:, positions] = model_mean
-        diff = compare_tensors(
-            received,
-            truth,
-            what=f"activation after your hook at {name}",
-            atol=1e-6,
-            dims="batch pos d_model",
-        )
-        return f"replaces positions {positions} at {name} with the mean (within atol 1e-6)", diff
+        hook_fn = call(fn, model_mean, positions, name="make_mean_ablation")
+        _expect_written(model, tokens, name, hook_fn, positions, model_mean)
+        return f"replaces positions {positions} at {name} with the mean ({within(1e-6)})"
 
-    run_check("02.7 make_mean_ablation", body, hidden_tests=not hidden)
+    run_check("02.7 make_mean_ablation", body, hidden=hidden)
 
 
 def check_patch_from(fn, model, hidden: bool = False):
@@ -549,9 +533,9 @@ def check_patch_from(fn, model, hidden: bool = False):
     prompt, source_prompt = (
         (HIDDEN_PROMPT, HIDDEN_SOURCE_PROMPT) if hidden else (PROMPT, SOURCE_PROMPT)
     )
-    rng = _drawn("02.8", hidden)
+    rng = hidden_rng("02.8", hidden)
     if rng is not None:
-        positions, layer = sorted(rng.sample(range(1, 8), 2)), rng.randrange(1, 29)
+        positions, layer = _drawn_site(rng)
         for _ in range(50):  # two drawn prompts of the same token length (patchable)
             first, second = random_prompt(rng), random_prompt(rng)
             if first != second and model.to_tokens(first).shape == model.to_tokens(second).shape:
@@ -585,7 +569,7 @@ def check_patch_from(fn, model, hidden: bool = False):
         )
         truth = clean[name].clone()
         truth[:, positions] = cache[name][:, positions]
-        diff = compare_tensors(
+        compare_tensors(
             received,
             truth,
             what=f"activation after your hook at {name}",
@@ -631,11 +615,10 @@ def check_patch_from(fn, model, hidden: bool = False):
         return (
             f"patches positions {positions} at {name}; patching every position reproduces the "
             "source run "
-            "(logits within atol 1e-3); the cache is untouched",
-            diff,
+            f"(logits {within(1e-3)}); the cache is untouched"
         )
 
-    run_check("02.8 make_patch_from", body, hidden_tests=not hidden)
+    run_check("02.8 make_patch_from", body, hidden=hidden)
 
 
 # ---- 02.9: hooks removed even after an exception -------------------------------------------------
@@ -717,7 +700,7 @@ def check_temporary_hooks(fn, model, hidden: bool = False):
     """fn(model, fwd_hooks) -> context manager attaching the hooks for the with-block, removing them
     on exit."""
     name = "blocks.2.hook_resid_post" if hidden else "hook_embed"
-    rng = _drawn("02.9", hidden)
+    rng = hidden_rng("02.9", hidden)
     if rng is not None:
         name = (
             f"blocks.{rng.randrange(model.cfg.n_layers)}."
@@ -751,14 +734,14 @@ def check_temporary_hooks(fn, model, hidden: bool = False):
                 with torch.no_grad():
                     model(tokens)
         except NotImplementedError:
-            raise _Fail(
+            raise Fail(
                 "`temporary_hooks` is not implemented yet: replace `raise NotImplementedError()` "
                 "with your code"
             ) from None
-        except _Fail:
+        except Fail:
             raise
         except Exception as error:
-            raise _Fail(f"`temporary_hooks` raised {type(error).__name__}: {error}") from None
+            raise Fail(f"`temporary_hooks` raised {type(error).__name__}: {error}") from None
         expect(
             inside >= 1 and len(calls) == 1,
             "inside the with-block the hook should be attached and run once per forward pass; it "
@@ -798,7 +781,7 @@ def check_temporary_hooks(fn, model, hidden: bool = False):
         return "hooks run inside the with-block and are gone afterwards, even after an exception"
 
     try:
-        run_check("02.9 temporary_hooks", body, hidden_tests=not hidden)
+        run_check("02.9 temporary_hooks", body, hidden=hidden)
     finally:
         # whatever the learner's code did, leave the model clean for the next cells
         model.reset_hooks()

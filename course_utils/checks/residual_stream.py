@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import torch
 
-from . import _Fail, call, compare_tensors, expect, run_check
+from . import Fail, call, compare_tensors, expect, hidden_rng, random_prompt, run_check, within
 
 PROMPTS = ["The Eiffel Tower is located in the city of", "The capital of Japan is"]
 HIDDEN_PROMPTS = [
@@ -66,13 +66,6 @@ _HOOK_SUFFIXES = (
 _TRUTH: dict = {}
 
 
-def _within(atol: float, rtol: float = 0.0) -> str:
-    """The tolerance met, without the measured difference: rounding-level differences vary across
-    CPUs and thread counts, and a check's printed line must not (notebooks are tested with nbval).
-    The measured value is kept in ``RESULTS[-1].max_abs_diff``."""
-    return f"max |diff| ≤ atol {atol:g}" + (f", rtol {rtol:g}" if rtol else "")
-
-
 def _names(name: str) -> bool:
     return name.endswith(_HOOK_SUFFIXES) or name == "ln_final.hook_scale"
 
@@ -89,11 +82,31 @@ def _truth(model, prompt: str):
 
 
 def _prompts(hidden: bool) -> list[str]:
-    return HIDDEN_PROMPTS if hidden else PROMPTS
+    """The check's prompts. While grading, the hidden ones are drawn (one draw for the whole
+    lesson, so its checks share their forward passes)."""
+    rng = hidden_rng("01", hidden)
+    if rng is None:
+        return HIDDEN_PROMPTS if hidden else PROMPTS
+    return [random_prompt(rng) for _ in HIDDEN_PROMPTS]
 
 
-def _layers(model) -> list[int]:
+def _layers(model, rng=None) -> list[int]:
+    """Layers to compare at: first, middle and last, or (``rng``: a hidden test while grading)
+    as many drawn at random."""
+    if rng is not None:
+        return sorted(rng.sample(range(model.cfg.n_layers), len(LAYERS)))
     return sorted({min(layer, model.cfg.n_layers - 1) for layer in LAYERS})
+
+
+def _answer_and_foil(model, prompt: str, logits) -> tuple[int, int]:
+    """Token ids of the prompt's answer and foil; for a drawn prompt, the model's own first and
+    second choice at the last position."""
+    from ..predictions import answer_token_id
+
+    if prompt in ANSWERS:
+        return answer_token_id(model, ANSWERS[prompt]), answer_token_id(model, FOILS[prompt])
+    first, second = logits[0, -1].topk(2).indices.tolist()
+    return first, second
 
 
 @contextmanager
@@ -102,7 +115,7 @@ def _forward_disabled(model):
     return the model's own output."""
 
     def refuse(*args, **kwargs):
-        raise _Fail("call the model's parts (W_E, blocks, ln_final, W_U), not model(tokens) itself")
+        raise Fail("call the model's parts (W_E, blocks, ln_final, W_U), not model(tokens) itself")
 
     model.forward = refuse
     try:
@@ -120,34 +133,27 @@ def check_embed(fn, model, hidden: bool = False):
     atol, rtol = TOLERANCE["embed"]
 
     def body():
-        worst = 0.0
         for prompt in _prompts(hidden):
             tokens, _, cache = _truth(model, prompt)
             got = call(fn, model, tokens, name="embed")
             if isinstance(got, torch.Tensor) and got.shape == cache["hook_embed"].shape[1:]:
-                raise _Fail(
+                raise Fail(
                     "embed: keep the batch dimension: expected [batch pos d_model], "
                     f"got {tuple(got.shape)}"
                 )
-            worst = max(
-                worst,
-                compare_tensors(
-                    got,
-                    cache["hook_embed"],
-                    what=f"embedding of {prompt!r}",
-                    atol=atol,
-                    rtol=rtol,
-                    dims="batch pos d_model",
-                    hint="x_0 = W_E[t]: index the rows of model.W_E [d_vocab d_model] with the "
-                    "token ids",
-                ),
+            compare_tensors(
+                got,
+                cache["hook_embed"],
+                what=f"embedding of {prompt!r}",
+                atol=atol,
+                rtol=rtol,
+                dims="batch pos d_model",
+                hint="x_0 = W_E[t]: index the rows of model.W_E [d_vocab d_model] with the "
+                "token ids",
             )
-        return (
-            f"matches hook_embed on {len(_prompts(hidden))} prompts ({_within(atol, rtol)})",
-            worst,
-        )
+        return f"matches hook_embed on {len(_prompts(hidden))} prompts ({within(atol, rtol)})"
 
-    run_check("01.1 embed", body, hidden_tests=not hidden)
+    run_check("01.1 embed", body, hidden=hidden)
 
 
 def check_attention_z(fn, model, hidden: bool = False):
@@ -155,12 +161,12 @@ def check_attention_z(fn, model, hidden: bool = False):
     query head."""
 
     atol, rtol = TOLERANCE["attention_z"]
+    layers = _layers(model, hidden_rng("01.2", hidden))
 
     def body():
-        worst = 0.0
         for prompt in _prompts(hidden):
             _, _, cache = _truth(model, prompt)
-            for layer in _layers(model):
+            for layer in layers:
                 pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
                 v = cache[f"blocks.{layer}.attn.hook_v"]
                 truth = cache[f"blocks.{layer}.attn.hook_z"]
@@ -175,29 +181,26 @@ def check_attention_z(fn, model, hidden: bool = False):
                         and torch.allclose(got, tiled, atol=atol, rtol=rtol)
                         and not torch.allclose(got, truth, atol=atol, rtol=rtol)
                     ):
-                        raise _Fail(
+                        raise Fail(
                             "your KV heads are tiled (0,1,2,0,1,2,...): grouped-query attention "
                             "gives "
                             "each KV head to consecutive query heads (0,0,0,1,1,1,...). "
                             "Hint: v.repeat_interleave(n_heads // n_kv_heads, dim=2)"
                         )
-                worst = max(
-                    worst,
-                    compare_tensors(
-                        got,
-                        truth,
-                        what=f"z at layer {layer} for {prompt!r}",
-                        atol=atol,
-                        rtol=rtol,
-                        dims="batch pos n_heads d_head",
-                        hint="repeat each of the n_kv_heads value heads for its group of query "
-                        "heads, then "
-                        "z[b,q,h] = sum_k pattern[b,h,q,k] * v[b,k,h]",
-                    ),
+                compare_tensors(
+                    got,
+                    truth,
+                    what=f"z at layer {layer} for {prompt!r}",
+                    atol=atol,
+                    rtol=rtol,
+                    dims="batch pos n_heads d_head",
+                    hint="repeat each of the n_kv_heads value heads for its group of query "
+                    "heads, then "
+                    "z[b,q,h] = sum_k pattern[b,h,q,k] * v[b,k,h]",
                 )
-        return f"matches attn.hook_z at layers {_layers(model)} ({_within(atol, rtol)})", worst
+        return f"matches attn.hook_z at layers {layers} ({within(atol, rtol)})"
 
-    run_check("01.2 attention_z", body, hidden_tests=not hidden)
+    run_check("01.2 attention_z", body, hidden=hidden)
 
 
 def check_head_outputs(fn, model, hidden: bool = False):
@@ -205,9 +208,9 @@ def check_head_outputs(fn, model, hidden: bool = False):
     stream."""
 
     atol, rtol = TOLERANCE["head_outputs"]
+    layers = _layers(model, hidden_rng("01.3", hidden))
 
     def body():
-        worst = 0.0
         for prompt in _prompts(hidden):
             tokens, _, cache = _truth(model, prompt)
             previous = bool(getattr(model.cfg, "use_attn_result", False))
@@ -219,47 +222,41 @@ def check_head_outputs(fn, model, hidden: bool = False):
                     )
             finally:
                 model.set_use_attn_result(previous)
-            for layer in _layers(model):
+            for layer in layers:
                 z = cache[f"blocks.{layer}.attn.hook_z"]
                 got = call(fn, model, z, layer, name="head_outputs")
                 truth = results[f"blocks.{layer}.attn.hook_result"]
                 if isinstance(got, torch.Tensor) and got.shape == truth.shape[:2] + truth.shape[3:]:
-                    raise _Fail(
+                    raise Fail(
                         "head_outputs: keep the heads separate: expected [batch pos n_heads "
                         "d_model], got "
                         f"{tuple(got.shape)} (did you sum over heads? that is hook_attn_out)"
                     )
-                worst = max(
-                    worst,
-                    compare_tensors(
-                        got,
-                        truth,
-                        what=f"per-head outputs at layer {layer}",
-                        atol=atol,
-                        rtol=rtol,
-                        dims="batch pos n_heads d_model",
-                        hint="multiply z[b,p,h] [d_head] by model.W_O[layer, h] [d_head d_model] "
-                        "for each head h",
-                    ),
+                compare_tensors(
+                    got,
+                    truth,
+                    what=f"per-head outputs at layer {layer}",
+                    atol=atol,
+                    rtol=rtol,
+                    dims="batch pos n_heads d_model",
+                    hint="multiply z[b,p,h] [d_head] by model.W_O[layer, h] [d_head d_model] "
+                    "for each head h",
                 )
                 total = got.sum(dim=2)
-                worst = max(
-                    worst,
-                    compare_tensors(
-                        total,
-                        cache[f"blocks.{layer}.hook_attn_out"],
-                        what=f"sum over heads at layer {layer}",
-                        atol=atol,
-                        rtol=rtol,
-                        dims="batch pos d_model",
-                    ),
+                compare_tensors(
+                    total,
+                    cache[f"blocks.{layer}.hook_attn_out"],
+                    what=f"sum over heads at layer {layer}",
+                    atol=atol,
+                    rtol=rtol,
+                    dims="batch pos d_model",
                 )
         return (
             f"matches the bridge's hook_result, and the heads sum to hook_attn_out "
-            f"({_within(atol, rtol)})"
-        ), worst
+            f"({within(atol, rtol)})"
+        )
 
-    run_check("01.3 head_outputs", body, hidden_tests=not hidden)
+    run_check("01.3 head_outputs", body, hidden=hidden)
 
 
 def check_block_forward(fn, model, hidden: bool = False):
@@ -267,13 +264,13 @@ def check_block_forward(fn, model, hidden: bool = False):
     from ..residual_stream import position_embeddings
 
     atol, rtol = TOLERANCE["block_forward"]
+    layers = _layers(model, hidden_rng("01.4", hidden))
 
     def body():
-        worst = 0.0
         for prompt in _prompts(hidden):
             tokens, _, cache = _truth(model, prompt)
             rotary = position_embeddings(model, tokens)
-            for layer in _layers(model):
+            for layer in layers:
                 resid_pre = cache[f"blocks.{layer}.hook_resid_pre"]
                 with torch.no_grad():
                     got = call(fn, model.blocks[layer], resid_pre, rotary, name="block_forward")
@@ -283,41 +280,31 @@ def check_block_forward(fn, model, hidden: bool = False):
                     f"{type(got).__name__}",
                 )
                 mid, post = got
-                worst = max(
-                    worst,
-                    compare_tensors(
-                        mid,
-                        cache[f"blocks.{layer}.hook_resid_mid"],
-                        what=f"resid_mid at layer {layer}",
-                        atol=atol,
-                        rtol=rtol,
-                        dims="batch pos d_model",
-                        hint="resid_mid = resid_pre + attention output; the attention reads "
-                        "block.ln1(resid_pre), "
-                        "and block.attn(...) returns (attn_out, pattern)",
-                    ),
+                compare_tensors(
+                    mid,
+                    cache[f"blocks.{layer}.hook_resid_mid"],
+                    what=f"resid_mid at layer {layer}",
+                    atol=atol,
+                    rtol=rtol,
+                    dims="batch pos d_model",
+                    hint="resid_mid = resid_pre + attention output; the attention reads "
+                    "block.ln1(resid_pre), "
+                    "and block.attn(...) returns (attn_out, pattern)",
                 )
-                worst = max(
-                    worst,
-                    compare_tensors(
-                        post,
-                        cache[f"blocks.{layer}.hook_resid_post"],
-                        what=f"resid_post at layer {layer}",
-                        atol=atol,
-                        rtol=rtol,
-                        dims="batch pos d_model",
-                        hint="resid_post = resid_mid + block.mlp(block.ln2(resid_mid)); the norm "
-                        "feeds the MLP, "
-                        "it is not applied to the stream",
-                    ),
+                compare_tensors(
+                    post,
+                    cache[f"blocks.{layer}.hook_resid_post"],
+                    what=f"resid_post at layer {layer}",
+                    atol=atol,
+                    rtol=rtol,
+                    dims="batch pos d_model",
+                    hint="resid_post = resid_mid + block.mlp(block.ln2(resid_mid)); the norm "
+                    "feeds the MLP, "
+                    "it is not applied to the stream",
                 )
-        return (
-            f"resid_mid and resid_post match the cache at layers {_layers(model)} "
-            f"({_within(atol, rtol)})",
-            worst,
-        )
+        return f"resid_mid and resid_post match the cache at layers {layers} ({within(atol, rtol)})"
 
-    run_check("01.4 block_forward", body, hidden_tests=not hidden)
+    run_check("01.4 block_forward", body, hidden=hidden)
 
 
 def check_forward_from_parts(fn, model, hidden: bool = False):
@@ -327,30 +314,23 @@ def check_forward_from_parts(fn, model, hidden: bool = False):
     atol, rtol = TOLERANCE["forward_from_parts"]
 
     def body():
-        worst = 0.0
         for prompt in _prompts(hidden):
             tokens, logits, _ = _truth(model, prompt)
             with _forward_disabled(model), torch.no_grad():
                 got = call(fn, model, tokens, name="forward_from_parts")
-            worst = max(
-                worst,
-                compare_tensors(
-                    got,
-                    logits,
-                    what=f"logits for {prompt!r}",
-                    atol=atol,
-                    rtol=rtol,
-                    dims="batch pos d_vocab",
-                    hint="embed -> every block in model.blocks -> model.ln_final -> @ model.W_U + "
-                    "model.b_U",
-                ),
+            compare_tensors(
+                got,
+                logits,
+                what=f"logits for {prompt!r}",
+                atol=atol,
+                rtol=rtol,
+                dims="batch pos d_vocab",
+                hint="embed -> every block in model.blocks -> model.ln_final -> @ model.W_U + "
+                "model.b_U",
             )
-        return (
-            f"reproduces model(tokens) on {len(_prompts(hidden))} prompts ({_within(atol, rtol)})",
-            worst,
-        )
+        return f"reproduces model(tokens) on {len(_prompts(hidden))} prompts ({within(atol, rtol)})"
 
-    run_check("01.5 forward_from_parts", body, hidden_tests=not hidden)
+    run_check("01.5 forward_from_parts", body, hidden=hidden)
 
 
 def check_decompose_resid(fn, model, hidden: bool = False):
@@ -361,7 +341,6 @@ def check_decompose_resid(fn, model, hidden: bool = False):
 
     def body():
         n_layers = model.cfg.n_layers
-        worst = 0.0
         for prompt in _prompts(hidden):
             _, _, cache = _truth(model, prompt)
             got = call(fn, cache, n_layers, name="decompose_resid")
@@ -385,18 +364,15 @@ def check_decompose_resid(fn, model, hidden: bool = False):
                 f"components should have shape {(len(want_labels), *final.shape)} [component batch "
                 f"pos d_model], got {got}",
             )
-            worst = max(
-                worst,
-                compare_tensors(
-                    components.sum(0),
-                    final,
-                    what="sum of the components",
-                    atol=atol,
-                    rtol=rtol,
-                    dims="batch pos d_model",
-                    hint="every term added to the stream must appear exactly once: embed, then "
-                    "attn_out and mlp_out of each layer",
-                ),
+            compare_tensors(
+                components.sum(0),
+                final,
+                what="sum of the components",
+                atol=atol,
+                rtol=rtol,
+                dims="batch pos d_model",
+                hint="every term added to the stream must appear exactly once: embed, then "
+                "attn_out and mlp_out of each layer",
             )
             # the running sums are the stream entering each block and the stream between its
             # sub-layers
@@ -405,39 +381,35 @@ def check_decompose_resid(fn, model, hidden: bool = False):
                     (2 * layer + 1, "hook_resid_pre"),
                     (2 * layer + 2, "hook_resid_mid"),
                 ):
-                    worst = max(
-                        worst,
-                        compare_tensors(
-                            components[:count].sum(0),
-                            cache[f"blocks.{layer}.{hook}"],
-                            what=f"sum of the first {count} components (blocks.{layer}.{hook})",
-                            atol=atol,
-                            rtol=rtol,
-                            dims="batch pos d_model",
-                            hint="keep the order embed, attn_0, mlp_0, attn_1, mlp_1, ...",
-                        ),
+                    compare_tensors(
+                        components[:count].sum(0),
+                        cache[f"blocks.{layer}.{hook}"],
+                        what=f"sum of the first {count} components (blocks.{layer}.{hook})",
+                        atol=atol,
+                        rtol=rtol,
+                        dims="batch pos d_model",
+                        hint="keep the order embed, attn_0, mlp_0, attn_1, mlp_1, ...",
                     )
         return (
-            f"the running sums equal resid_pre and resid_mid of every layer ({_within(atol, rtol)})"
-        ), worst
+            f"the running sums equal resid_pre and resid_mid of every layer ({within(atol, rtol)})"
+        )
 
-    run_check("01.6 decompose_resid", body, hidden_tests=not hidden)
+    run_check("01.6 decompose_resid", body, hidden=hidden)
 
 
 def check_direct_logit_attribution(fn, model, hidden: bool = False):
     """fn(model, components, final_scale, token_id) -> Float[Tensor, "component batch pos"]."""
-    from ..predictions import answer_token_id
     from ..residual_stream import decompose_resid
 
     atol, rtol = TOLERANCE["direct_logit_attribution"]
 
     def body():
-        worst = 0.0
         for prompt in _prompts(hidden):
             _, logits, cache = _truth(model, prompt)
             components, _ = decompose_resid(cache, model.cfg.n_layers)
             scale = cache["ln_final.hook_scale"]
-            for token_id in (answer_token_id(model, ANSWERS[prompt]), int(logits[0, -1].argmin())):
+            answer_id, _ = _answer_and_foil(model, prompt, logits)
+            for token_id in (answer_id, int(logits[0, -1].argmin())):
                 got = call(fn, model, components, scale, token_id, name="direct_logit_attribution")
                 expect(
                     isinstance(got, torch.Tensor) and got.shape == components.shape[:-1],
@@ -450,38 +422,30 @@ def check_direct_logit_attribution(fn, model, hidden: bool = False):
                         components[:, :, -1] / scale[:, -1] * model.ln_final.w
                     )[..., token_id]
                 per_comp = per_comp - model.b_U[token_id]
-                worst = max(
-                    worst,
-                    compare_tensors(
-                        got[:, :, -1],
-                        per_comp,
-                        what=f"attribution to token {token_id} at the last position",
-                        atol=atol,
-                        rtol=rtol,
-                        dims="component batch",
-                        hint="divide each component by the final norm's scale, multiply by "
-                        "model.ln_final.w, "
-                        "then take the dot product with model.W_U[:, token_id]",
-                    ),
+                compare_tensors(
+                    got[:, :, -1],
+                    per_comp,
+                    what=f"attribution to token {token_id} at the last position",
+                    atol=atol,
+                    rtol=rtol,
+                    dims="component batch",
+                    hint="divide each component by the final norm's scale, multiply by "
+                    "model.ln_final.w, "
+                    "then take the dot product with model.W_U[:, token_id]",
                 )
-                worst = max(
-                    worst,
-                    compare_tensors(
-                        got.sum(0) + model.b_U[token_id],
-                        logits[..., token_id],
-                        what="attributions + b_U vs the logit",
-                        atol=atol,
-                        rtol=rtol,
-                        dims="batch pos",
-                    ),
+                compare_tensors(
+                    got.sum(0) + model.b_U[token_id],
+                    logits[..., token_id],
+                    what="attributions + b_U vs the logit",
+                    atol=atol,
+                    rtol=rtol,
+                    dims="batch pos",
                 )
         return (
-            f"per-component values match, and they sum to the model's logit "
-            f"({_within(atol, rtol)})",
-            worst,
+            f"per-component values match, and they sum to the model's logit ({within(atol, rtol)})"
         )
 
-    run_check("01.7 direct_logit_attribution", body, hidden_tests=not hidden)
+    run_check("01.7 direct_logit_attribution", body, hidden=hidden)
 
 
 def check_logit_lens(fn, model, hidden: bool = False):
@@ -489,13 +453,15 @@ def check_logit_lens(fn, model, hidden: bool = False):
     0..n_layers blocks."""
 
     atol, rtol = TOLERANCE["logit_lens"]
+    rng = hidden_rng("01.8", hidden)
+    layers = _layers(model, rng)
 
     def body():
         n_layers = model.cfg.n_layers
-        worst = 0.0
         for prompt in _prompts(hidden):
             tokens, logits, cache = _truth(model, prompt)
-            for pos in (-1, 3):
+            positions = (-1, 3) if rng is None else (-1, rng.randrange(1, tokens.shape[1] - 1))
+            for pos in positions:
                 got = call(fn, model, cache, pos, name="logit_lens")
                 want_shape = (n_layers + 1, tokens.shape[0], logits.shape[-1])
                 expect(
@@ -510,44 +476,36 @@ def check_logit_lens(fn, model, hidden: bool = False):
                     "values above 0: return log-probabilities (log_softmax), not probabilities or "
                     "logits",
                 )
-                worst = max(
-                    worst,
-                    compare_tensors(
-                        got[-1],
-                        logits[:, pos].log_softmax(-1),
-                        what=f"last row at pos {pos} (the model's own output)",
-                        atol=atol,
-                        rtol=rtol,
-                        dims="batch d_vocab",
-                        hint=f"the last row reads blocks.{n_layers - 1}.hook_resid_post",
-                    ),
+                compare_tensors(
+                    got[-1],
+                    logits[:, pos].log_softmax(-1),
+                    what=f"last row at pos {pos} (the model's own output)",
+                    atol=atol,
+                    rtol=rtol,
+                    dims="batch d_vocab",
+                    hint=f"the last row reads blocks.{n_layers - 1}.hook_resid_post",
                 )
-                for layer in _layers(model):
+                for layer in layers:
                     with torch.no_grad():
                         want = model.unembed(
                             model.ln_final(cache[f"blocks.{layer}.hook_resid_pre"][:, pos])
                         )
-                    worst = max(
-                        worst,
-                        compare_tensors(
-                            got[layer],
-                            want.log_softmax(-1),
-                            what=f"row {layer} at pos {pos}",
-                            atol=atol,
-                            rtol=rtol,
-                            dims="batch d_vocab",
-                            hint=f"row {layer} reads blocks.{layer}.hook_resid_pre through "
-                            "model.ln_final (with the "
-                            "vector's own scale), then W_U and b_U",
-                        ),
+                    compare_tensors(
+                        got[layer],
+                        want.log_softmax(-1),
+                        what=f"row {layer} at pos {pos}",
+                        atol=atol,
+                        rtol=rtol,
+                        dims="batch d_vocab",
+                        hint=f"row {layer} reads blocks.{layer}.hook_resid_pre through "
+                        "model.ln_final (with the "
+                        "vector's own scale), then W_U and b_U",
                     )
         return (
-            "rows match the final norm + unembedding of each layer's stream "
-            f"({_within(atol, rtol)})",
-            worst,
+            f"rows match the final norm + unembedding of each layer's stream ({within(atol, rtol)})"
         )
 
-    run_check("01.8 logit_lens", body, hidden_tests=not hidden)
+    run_check("01.8 logit_lens", body, hidden=hidden)
 
 
 def _zero_last_position(activation, hook):
@@ -561,10 +519,16 @@ def check_logit_diff_dla(fn, model, hidden: bool = False):
     component's direct attribution to logit(answer) - logit(foil) at the last position, in a forward
     pass where the hook ``zeroed`` (or none, if ``zeroed`` is None) is zeroed at the last
     position."""
-    from ..predictions import answer_token_id
     from ..residual_stream import component_labels
 
     atol, rtol = TOLERANCE["logit_diff_dla"]
+    zeroed_hooks = ZEROED[hidden]
+    rng = hidden_rng("01.9", hidden)
+    if rng is not None:  # a drawn MLP and a drawn attention output
+        zeroed_hooks = tuple(
+            f"blocks.{rng.randrange(model.cfg.n_layers)}.hook_{kind}_out"
+            for kind in ("mlp", "attn")
+        )
 
     def truth(tokens, answer_id, foil_id, zeroed):
         hooks = [] if zeroed is None else [(zeroed, _zero_last_position)]
@@ -589,14 +553,11 @@ def check_logit_diff_dla(fn, model, hidden: bool = False):
         return per_comp[:, answer_id] - per_comp[:, foil_id], diff, names
 
     def body():
-        worst = 0.0
         for prompt in _prompts(hidden):
-            tokens = model.to_tokens(prompt)
-            answer_id, foil_id = (
-                answer_token_id(model, ANSWERS[prompt]),
-                answer_token_id(model, FOILS[prompt]),
-            )
-            for zeroed in ZEROED[hidden]:
+            tokens, logits, _ = _truth(model, prompt)
+            answer_id, foil_id = _answer_and_foil(model, prompt, logits)
+            answer, foil = model.tokenizer.decode([answer_id]), model.tokenizer.decode([foil_id])
+            for zeroed in zeroed_hooks:
                 with torch.no_grad():
                     got = call(fn, model, tokens, answer_id, foil_id, zeroed, name="logit_diff_dla")
                 n = len(component_labels(model.cfg.n_layers))
@@ -614,7 +575,7 @@ def check_logit_diff_dla(fn, model, hidden: bool = False):
                 if zeroed is not None and abs(
                     float(got.sum()) - float(logit_diff)
                 ) > atol + rtol * abs(float(logit_diff)):
-                    raise _Fail(
+                    raise Fail(
                         f"in {what}, your attributions sum to {float(got.sum()):.3f} but the "
                         "model's logit "
                         f"difference is {float(logit_diff):.3f}: zero the hook at the last "
@@ -627,37 +588,30 @@ def check_logit_diff_dla(fn, model, hidden: bool = False):
                         f"{zeroed} is zeroed at the last position, so its attribution must be 0; "
                         f"got {float(got[names.index(zeroed)]):.3f}",
                     )
-                worst = max(
-                    worst,
-                    compare_tensors(
-                        got,
-                        want,
-                        what=f"attributions to logit({ANSWERS[prompt]!r}) - "
-                        f"logit({FOILS[prompt]!r}) in {what}",
-                        atol=atol,
-                        rtol=rtol,
-                        dims="component",
-                        hint="run the model with the zeroing hook (model.hooks(fwd_hooks=...) "
-                        "around run_with_cache), "
-                        "then decompose_resid and direct_logit_attribution for the answer minus "
-                        "the same for the foil",
-                    ),
+                compare_tensors(
+                    got,
+                    want,
+                    what=f"attributions to logit({answer!r}) - logit({foil!r}) in {what}",
+                    atol=atol,
+                    rtol=rtol,
+                    dims="component",
+                    hint="run the model with the zeroing hook (model.hooks(fwd_hooks=...) "
+                    "around run_with_cache), "
+                    "then decompose_resid and direct_logit_attribution for the answer minus "
+                    "the same for the foil",
                 )
-                worst = max(
-                    worst,
-                    compare_tensors(
-                        got.sum(),
-                        logit_diff,
-                        what=f"sum of attributions vs the logit difference in {what}",
-                        atol=atol,
-                        rtol=rtol,
-                        dims="",
-                    ),
+                compare_tensors(
+                    got.sum(),
+                    logit_diff,
+                    what=f"sum of attributions vs the logit difference in {what}",
+                    atol=atol,
+                    rtol=rtol,
+                    dims="",
                 )
         return (
             "per-component values match the model's unembedding, with and without the zeroed "
             "hook, and "
-            f"sum to its logit difference ({_within(atol, rtol)})"
-        ), worst
+            f"sum to its logit difference ({within(atol, rtol)})"
+        )
 
-    run_check("01.9 logit_diff_dla", body, hidden_tests=not hidden)
+    run_check("01.9 logit_diff_dla", body, hidden=hidden)

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import torch
 
-from . import _Fail, call, compare_tensors, expect, run_check, tolerance_text
+from . import (
+    Fail,
+    call,
+    compare_tensors,
+    expect,
+    hidden_rng,
+    random_fact_pair,
+    random_prompt,
+    run_check,
+    within,
+)
 
 PROMPTS = ["The Eiffel Tower is located in the city of", "The capital of Italy is"]
 HIDDEN_PROMPTS = ["The Colosseum is located in the city of", "Big Ben is located in the city of"]
@@ -17,11 +27,19 @@ ATOL = 1e-4  # float32: the bridge and the plain HF model run the same weights i
 RTOL = 1e-5  # log-probabilities reach -40: allow their last float32 digits
 
 
+def _prompts(hidden: bool, exercise: str) -> list[str]:
+    """The check's prompts; while grading, the hidden test's are drawn."""
+    rng = hidden_rng(exercise, hidden)
+    if rng is None:
+        return HIDDEN_PROMPTS if hidden else PROMPTS
+    return [random_prompt(rng) for _ in HIDDEN_PROMPTS]
+
+
 def check_to_tokens(fn, tl_model, tokenizer, hidden: bool = False):
     """fn(tokenizer, prompt) -> Int[Tensor, "batch pos"], the same ids as ``model.to_tokens``."""
 
     def body():
-        for prompt in HIDDEN_PROMPTS if hidden else PROMPTS:
+        for prompt in _prompts(hidden, "07.1"):
             truth = tl_model.to_tokens(prompt).cpu()
             got = call(fn, tokenizer, prompt, name="to_tokens")
             expect(
@@ -30,18 +48,18 @@ def check_to_tokens(fn, tl_model, tokenizer, hidden: bool = False):
             )
             got = got.cpu()
             if got.shape == (truth.shape[1] - 1,) or got.shape == (1, truth.shape[1] - 1):
-                raise _Fail(
+                raise Fail(
                     f"{got.shape[-1]} tokens for {prompt!r}, the course's convention gives "
                     f"{truth.shape[1]}: position 0 must be {tokenizer.bos_token!r}. Hint: "
                     "the plain "
                     "tokenizer does not add it; put tokenizer.bos_token_id first yourself."
                 )
             if got.shape == (truth.shape[1],):
-                raise _Fail(
+                raise Fail(
                     "wrong shape: keep the batch dimension, [1, pos] (e.g. torch.tensor([ids]))."
                 )
             if got.shape == truth.shape and got[0, 0] == truth[0, 0] and got[0, 1] != truth[0, 1]:
-                raise _Fail(
+                raise Fail(
                     "BOS is first but the prompt's ids differ: encode it with "
                     "add_special_tokens=False, so nothing else is inserted."
                 )
@@ -53,7 +71,7 @@ def check_to_tokens(fn, tl_model, tokenizer, hidden: bool = False):
             )
         return "the same ids as TransformerLens's model.to_tokens, <|endoftext|> first"
 
-    run_check("07.1 to_tokens", body, hidden_tests=not hidden)
+    run_check("07.1 to_tokens", body, hidden=hidden)
 
 
 def check_logit_lens(fn, model, tl_model, hidden: bool = False):
@@ -63,14 +81,17 @@ def check_logit_lens(fn, model, tl_model, hidden: bool = False):
     from ..scaling import to_tokens
 
     n_layers = tl_model.cfg.n_layers
+    rng = hidden_rng("07.2", hidden)
 
     def body():
-        worst = 0.0
-        for prompt in HIDDEN_PROMPTS if hidden else PROMPTS:
+        for prompt in _prompts(hidden, "07.2"):
             tokens = to_tokens(model.tokenizer, prompt)
             with torch.no_grad():
                 logits, cache = tl_model.run_with_cache(tokens.to(tl_model.cfg.device))
-            for pos in (-1, 4) if not hidden else (-1, 2):
+            positions = (-1, 4) if not hidden else (-1, 2)
+            if rng is not None:
+                positions = (-1, rng.randrange(1, tokens.shape[1] - 1))
+            for pos in positions:
                 truth = tl_logit_lens(tl_model, cache, pos)[:, 0].float().cpu()
                 got = call(fn, model, tokens, pos, name="logit_lens")
                 expect(
@@ -78,7 +99,7 @@ def check_logit_lens(fn, model, tl_model, hidden: bool = False):
                     f"expected a torch.Tensor, got {type(got).__name__}",
                 )
                 if tuple(got.shape) == (n_layers, truth.shape[-1]):
-                    raise _Fail(
+                    raise Fail(
                         f"{n_layers} rows: include row 0, the embedding "
                         "(model.model.embed_tokens.output), then the output of every layer."
                     )
@@ -97,43 +118,32 @@ def check_logit_lens(fn, model, tl_model, hidden: bool = False):
                 with torch.no_grad():
                     raw = cache[f"blocks.{n_layers // 2}.hook_resid_post"][0, pos] @ tl_model.W_U
                 if (got[n_layers // 2 + 1] - raw.log_softmax(-1).cpu()).abs().max() < 1e-3:
-                    raise _Fail(
+                    raise Fail(
                         "your rows skip the final norm: apply model.model.norm to the stream "
                         "before model.lm_head, as the model does to its last layer."
                     )
-                worst = max(
-                    worst,
-                    compare_tensors(
-                        got[-1],
-                        logits[0, pos].log_softmax(-1).float().cpu(),
-                        atol=ATOL,
-                        rtol=RTOL,
-                        what=f"last row at pos {pos} (the model's output)",
-                        dims="d_vocab",
-                        hint=f"the last row reads layers[{n_layers - 1}].output",
-                    ),
+                compare_tensors(
+                    got[-1],
+                    logits[0, pos].log_softmax(-1).float().cpu(),
+                    atol=ATOL,
+                    rtol=RTOL,
+                    what=f"last row at pos {pos} (the model's output)",
+                    dims="d_vocab",
+                    hint=f"the last row reads layers[{n_layers - 1}].output",
                 )
-                worst = max(
-                    worst,
-                    compare_tensors(
-                        got,
-                        truth,
-                        what=f"logit lens of {prompt!r} at pos {pos}",
-                        atol=ATOL,
-                        rtol=RTOL,
-                        dims="layer d_vocab",
-                        hint="row L reads layers[L-1].output (row 0: embed_tokens.output) at pos, "
-                        "through model.model.norm and model.lm_head, then log_softmax",
-                    ),
+                compare_tensors(
+                    got,
+                    truth,
+                    what=f"logit lens of {prompt!r} at pos {pos}",
+                    atol=ATOL,
+                    rtol=RTOL,
+                    dims="layer d_vocab",
+                    hint="row L reads layers[L-1].output (row 0: embed_tokens.output) at pos, "
+                    "through model.model.norm and model.lm_head, then log_softmax",
                 )
-        return (
-            f"every row matches TransformerLens's logit lens (max |diff| {worst:.1e} ≤ atol "
-            f"{ATOL:g} "
-            f"+ rtol {RTOL:g})",
-            worst,
-        )
+        return f"every row matches TransformerLens's logit lens ({within(ATOL, RTOL)})"
 
-    run_check("07.2 logit_lens", body, hidden_tests=not hidden)
+    run_check("07.2 logit_lens", body, hidden=hidden)
 
 
 def _tl_patched_diff(
@@ -182,14 +192,30 @@ def check_patch_layer(fn, model, tl_model, hidden: bool = False):
     from ..predictions import answer_token_id as token_id
     from ..scaling import to_tokens
 
+    tok = model.tokenizer
+    pairs = HIDDEN_PAIRS if hidden else PAIRS
+    rng = hidden_rng("07.3", hidden)
+    if rng is not None:  # two known facts of one relation and length: patching needs an answer
+        clean_fact, corrupt_fact = random_fact_pair(rng, lambda p: to_tokens(tok, p).shape[1])
+        pairs = [
+            (
+                clean_fact["prompt"],
+                corrupt_fact["prompt"],
+                clean_fact["answer"],
+                corrupt_fact["answer"],
+            )
+        ]
+
     def body():
-        worst = 0.0
-        for clean_p, corrupt_p, answer, foil in HIDDEN_PAIRS if hidden else PAIRS:
-            tok = model.tokenizer
+        for clean_p, corrupt_p, answer, foil in pairs:
             clean, corrupted = to_tokens(tok, clean_p), to_tokens(tok, corrupt_p)
             a, f = token_id(tok, answer), token_id(tok, foil)
             positions = [3, clean.shape[1] - 1] if not hidden else [4, clean.shape[1] - 1]
-            for layer in (2, 20) if not hidden else (5, 25):
+            layers = (2, 20) if not hidden else (5, 25)
+            if rng is not None:
+                positions = [rng.randrange(1, clean.shape[1] - 1), clean.shape[1] - 1]
+                layers = tuple(sorted(rng.sample(range(tl_model.cfg.n_layers), 2)))
+            for layer in layers:
                 truth = _tl_patched_diff(tl_model, clean, corrupted, layer, positions, a, f)
                 got = call(fn, model, clean, corrupted, layer, positions, a, f, name="patch_layer")
                 expect(
@@ -198,7 +224,7 @@ def check_patch_layer(fn, model, tl_model, hidden: bool = False):
                 )
                 got = got.detach().float().cpu().flatten() if got.numel() == len(positions) else got
                 if isinstance(got, torch.Tensor) and got.numel() == len(positions) + 1:
-                    raise _Fail(
+                    raise Fail(
                         f"{got.numel()} values for {len(positions)} positions: drop row 0 "
                         "(the clean "
                         "run) and return only the patched rows."
@@ -210,7 +236,7 @@ def check_patch_layer(fn, model, tl_model, hidden: bool = False):
                     if torch.allclose(got, reverse, atol=1e-3) and not torch.allclose(
                         got, truth, atol=1e-3
                     ):
-                        raise _Fail(
+                        raise Fail(
                             "you patched corrupted into clean: write the CLEAN run's "
                             "activation into "
                             "the CORRUPTED prompt's rows."
@@ -221,30 +247,23 @@ def check_patch_layer(fn, model, tl_model, hidden: bool = False):
                     if torch.allclose(got, pre, atol=1e-3) and not torch.allclose(
                         got, truth, atol=1e-3
                     ):
-                        raise _Fail(
+                        raise Fail(
                             f"you patched the stream entering layer {layer} (.input, "
                             "hook_resid_pre); "
                             "patch layers[layer].output (hook_resid_post)."
                         )
-                worst = max(
-                    worst,
-                    compare_tensors(
-                        got,
-                        truth,
-                        what=f"logit diff, layer {layer}, positions {positions}",
-                        atol=ATOL,
-                        dims="pos",
-                        hint="batch = [clean, corrupted × len(positions)]; in row 1+i set "
-                        "layers[layer].output at "
-                        "positions[i] to row 0's value; return logit(answer) - logit(foil) "
-                        "at the last "
-                        "position of rows 1...",
-                    ),
+                compare_tensors(
+                    got,
+                    truth,
+                    what=f"logit diff, layer {layer}, positions {positions}",
+                    atol=ATOL,
+                    dims="pos",
+                    hint="batch = [clean, corrupted × len(positions)]; in row 1+i set "
+                    "layers[layer].output at "
+                    "positions[i] to row 0's value; return logit(answer) - logit(foil) "
+                    "at the last "
+                    "position of rows 1...",
                 )
-        return (
-            "matches TransformerLens run_with_hooks on hook_resid_post "
-            f"({tolerance_text(worst, ATOL)})",
-            worst,
-        )
+        return f"matches TransformerLens run_with_hooks on hook_resid_post ({within(ATOL)})"
 
-    run_check("07.3 patch_layer", body, hidden_tests=not hidden)
+    run_check("07.3 patch_layer", body, hidden=hidden)

@@ -23,8 +23,9 @@ How a submission is graded, and why the result can be trusted:
 * ``judge`` (the grader's process): re-runs each trusted graded cell on the solution's own state
   with the learner's functions replaced by replays of the recorded outputs and steps (its own spies
   and model put in the recorded states); its own checks decide.
-  Hidden tests draw their inputs from a seed made for the batch (``checks.hidden_rng``), given to
-  kernel and judge alike.
+  Hidden tests draw their inputs (prompts, facts, layers, positions, heads, numbers, seeds) from a
+  seed made for the batch (``checks.hidden_rng``), given to kernel and judge alike; in a notebook
+  they keep the fixed inputs written in ``course_utils/checks``.
 * ``batch``: process pool, one row per input file, written as soon as it is graded (CSV + JSON
   lines), then the CSV in file order and the JSON.
 
@@ -54,9 +55,9 @@ Threat model. Defended, with the test that shows it (tests/test_grade.py
 * Reading the truth: learner code runs before the check computes its expected values
   (``test_learner_code_cannot_read_the_truth_from_the_call_stack``,
   ``test_a_hook_cannot_read_the_truth_from_the_call_stack``); a table of answers for the fixed
-  hidden inputs fails, as the grading inputs are drawn from the batch's seed, and a kernel that
-  changes the seed only loses (``test_a_lookup_table_*``,
-  ``test_a_kernel_that_changes_the_seed_only_loses``).
+  hidden inputs fails, as the grading inputs of every hidden test (lessons 00 to 07) are drawn from
+  the batch's seed, and a kernel that changes the seed only loses (``test_a_lookup_table_*`` here
+  and in each lesson's tests/test_<module>.py, ``test_a_kernel_that_changes_the_seed_only_loses``).
 * The grader's process: records are read from a folder descriptor opened before the kernel started,
   with ``O_NOFOLLOW | O_NONBLOCK``, regular files only, sizes checked on the descriptor (links,
   FIFOs, swapped folders: ``test_records_*``, ``test_a_fifo_*``, ``test_a_record_folder_*``; batch
@@ -91,12 +92,14 @@ filter") and recorded states (02.9: "the hook was attached on entering and gone 
 the kernel's claim, though 02.5's tensor is checked and 02.9's hooks must be the check's own
 functions at hook points of the grader's model; 02.9 replays only the hook functions the check
 passed in (a learner's wrapper around one scores 0, with a message saying so:
-``test_a_hook_other_than_the_given_one_is_not_replayed``); hidden inputs are drawn at grading time
-for lessons 00 and 02 only (the other lessons' checks keep fixed hidden inputs, and ``02.1
-multiplier_and_adder`` is being changed elsewhere); disk filling in the scratch folder beyond
+``test_a_hook_other_than_the_given_one_is_not_replayed``); hidden tests that need the model to know
+a fact (lessons 03, 04, 06 and 07's patching) draw it from the course's public list of known facts
+(``course_utils.facts``, 76), so a table covering every fact is conceivable, though the positions,
+layers, heads and seeds drawn with it are not; disk filling in the scratch folder beyond
 ``RLIMIT_FSIZE`` per file; CPU use within the timeouts; a learner computing correct outputs with the
-course's own helpers (``course_utils.predictions``, ``course_utils.hooks.temporary_hooks``), which
-is a question of honesty, not of the grader's integrity.
+course's own helpers (``course_utils.predictions``, the exported lesson functions in
+``course_utils.residual_stream`` and ``course_utils.hooks``), which is a question of honesty, not of
+the grader's integrity.
 
 Importing the package runs nothing (the sandbox launcher imports its submodule in a bare process);
 the entry points are in ``course_utils.grading.batch``.

@@ -53,7 +53,7 @@ def _always_pass(*args, **kwargs):
 for _module in (checks, _first_look):
     _module.check_next_token_probs = _always_pass
     _module.check_top_k = _always_pass
-_checks_pkg.run_check = lambda exercise, body, hidden_tests=True: print("✅", exercise)
+_checks_pkg.run_check = lambda exercise, body, hidden=False: print("✅", exercise)
 _checks_pkg.compare_tensors = lambda *args, **kwargs: 0.0
 _checks_pkg.expect = lambda *args, **kwargs: None
 torch.testing.assert_close = lambda *args, **kwargs: None
