@@ -689,7 +689,7 @@ class _HookSpy:
 
 
 def _foreign_hook(activation, hook):
-    raise _Fail(
+    raise Fail(
         f"`temporary_hooks` attached a function at {hook.name} other than the hook functions it "
         "was given; the grader can replay only those. Hint: model.add_hook(name, hook_fn) with "
         "each pair of fwd_hooks, unchanged"
