@@ -21,7 +21,6 @@ from torch import Tensor
 from .from_solutions.predictions import next_token_probs, top_k
 
 __all__ = [
-    "answer_prob",
     "answer_rank",
     "answer_token_id",
     "format_top",
@@ -49,11 +48,6 @@ def answer_token_id(model, answer: str) -> int:
             f"({pieces[0]!r}) or pick an answer that is a single token; most need a leading space."
         )
     return ids[0]
-
-
-def answer_prob(model, prompt: str, answer: str) -> float:
-    """p(answer | prompt) at the last position."""
-    return float(next_token_probs(model, prompt)[answer_token_id(model, answer)])
 
 
 def top_tokens(model, probs: Float[Tensor, " d_vocab"], k: int = 5) -> list[tuple[str, float]]:

@@ -54,7 +54,6 @@ from .from_solutions.residual_stream import (
 from .model import position_embeddings
 
 __all__ = [
-    "COMPONENT_KINDS",
     "attention_z",
     "block_forward",
     "component_labels",
@@ -70,11 +69,8 @@ __all__ = [
     "plot_stream_norms",
     "position_embeddings",
     "resid_stack",
-    "top_tokens_table",
     "unembed",
 ]
-
-COMPONENT_KINDS = ("embed", "attn", "mlp")
 
 
 def unembed(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
@@ -207,25 +203,6 @@ def plot_stream_norms(
     fig.tight_layout()
     plt.close(fig)
     return fig
-
-
-def top_tokens_table(
-    log_probs: Float[Tensor, "layer d_vocab"],
-    tokenizer,
-    k: int = 5,
-    layers: Sequence[int] | None = None,
-) -> list[str]:
-    """One text line per layer: the k most likely tokens and their probabilities."""
-    layers = range(log_probs.shape[0]) if layers is None else layers
-    lines = []
-    for layer in layers:
-        values, ids = log_probs[layer].detach().exp().topk(k)
-        items = "  ".join(
-            f"{tokenizer.decode([int(i)])!r} {float(v):.2f}"
-            for v, i in zip(values, ids, strict=False)
-        )
-        lines.append(f"after {layer:2d} blocks: {items}")
-    return lines
 
 
 def logit_lens_explorer(

@@ -124,6 +124,10 @@ def load_tasks(path: str | Path = TASKS_PATH) -> dict[str, Task]:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     tasks = {}
     for name, entry in data["tasks"].items():
+        if entry["family"] not in FAMILIES:
+            raise ValueError(
+                f"task {name!r} in {path}: family {entry['family']!r} is not one of {FAMILIES}"
+            )
         pairs = tuple((str(x), str(y)) for x, y in entry["pairs"])
         tasks[name] = Task(name, entry["family"], entry["description"], pairs)
     return tasks

@@ -1,6 +1,6 @@
 """Shared fixtures: one model for the whole test session (loading takes ~2 s warm, ~20 s cold), the
-learner's functions from a solution notebook; and ``stub``, which the checks' tests import (``from
-conftest import stub``: pytest puts this folder on ``sys.path``)."""
+learner's functions from a solution notebook; and ``stub`` and ``answer_prob``, which tests import
+(``from conftest import stub``: pytest puts this folder on ``sys.path``)."""
 
 import pytest
 
@@ -9,6 +9,13 @@ def stub(*args, **kwargs):
     """An exercise function as the student notebook hands it out (``raise NotImplementedError()``):
     every check must fail on it, saying it is not implemented yet."""
     raise NotImplementedError()
+
+
+def answer_prob(model, prompt: str, answer: str) -> float:
+    """p(answer | prompt) at the last position: the tests' truth for a single probability."""
+    from course_utils.predictions import answer_token_id, next_token_probs
+
+    return float(next_token_probs(model, prompt)[answer_token_id(model, answer)])
 
 
 @pytest.fixture(scope="session")

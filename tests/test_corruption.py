@@ -6,12 +6,12 @@ lesson imports them, so the package keeps no copy): the ``lesson03`` fixture loa
 
 import pytest
 import torch
-from conftest import stub
+from conftest import answer_prob, stub
 
 from course_utils.checks import CheckFailed, grading_seed
 from course_utils.checks import corruption as checks
 from course_utils.hooks import make_noise_hook, make_zero_ablation
-from course_utils.predictions import answer_prob, answer_token_id
+from course_utils.predictions import answer_token_id
 
 EIFFEL = "The Eiffel Tower is located in the city of"
 

@@ -7,12 +7,12 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from conftest import stub
+from conftest import answer_prob, stub
 
 from course_utils import hooks
 from course_utils.checks import CheckFailed, grading_seed
 from course_utils.checks import hooks as checks
-from course_utils.predictions import answer_prob, answer_token_id
+from course_utils.predictions import answer_token_id
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SOURCE = "The Colosseum is located in the city of"

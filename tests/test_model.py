@@ -8,10 +8,10 @@ import textwrap
 
 import pytest
 import torch
+from conftest import answer_prob
 
 from course_utils import ModelUnavailableError, load_model, seed_everything
 from course_utils import model as model_module
-from course_utils.predictions import answer_prob
 
 EIFFEL = "The Eiffel Tower is located in the city of"
 

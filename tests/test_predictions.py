@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+from conftest import answer_prob
 
-from course_utils.predictions import answer_prob, answer_token_id, next_token_probs, top_k
+from course_utils.predictions import answer_token_id, next_token_probs, top_k
 
 EIFFEL = "The Eiffel Tower is located in the city of"
 

@@ -1,5 +1,6 @@
 """Tests of course_utils.task_vectors (lesson 05), its data and its checks."""
 
+import json
 import random
 
 import pytest
@@ -25,6 +26,14 @@ def test_tasks_cover_four_families_with_enough_pairs():
     assert {"last_of_list", "to_upper", "antonyms", "country_capital", "en_fr", "en_es"} <= set(
         tasks
     )
+
+
+def test_a_task_of_an_unknown_family_is_refused(tmp_path):
+    bad = tmp_path / "tasks.json"
+    entry = {"family": "poetry", "description": "rhymes", "pairs": [["cat", "hat"]]}
+    bad.write_text(json.dumps({"tasks": {"rhyme": entry}}), encoding="utf-8")
+    with pytest.raises(ValueError, match="family 'poetry' is not one of"):
+        tv.load_tasks(bad)
 
 
 def test_every_answer_is_one_token(model):

@@ -46,14 +46,6 @@ class CheckResult:
     def line(self) -> str:
         return f"{'✅' if self.passed else '❌'} {self.exercise}: {self.message}"
 
-    def to_dict(self) -> dict:
-        return {
-            "exercise": self.exercise,
-            "passed": self.passed,
-            "message": self.message,
-            "max_abs_diff": self.max_abs_diff,
-        }
-
 
 class CheckFailed(AssertionError):
     """Raised by a failing check; ``.result`` holds the ``CheckResult``."""
