@@ -1,4 +1,4 @@
-"""Tests of course_utils/fast_forward.py: the fast engine against the TransformerBridge's own numbers."""
+"""Tests of course_utils/fast_forward.py: the fast engine against the bridge's own numbers."""
 
 from types import SimpleNamespace
 
