@@ -333,7 +333,9 @@ def _result(model, prompt, subject, answer, foil, tokens, span, grids, clean, co
 # --------------------------------------------------------------------------------------------
 
 
-def trace(model, prompt: str, subject: str, answer: str, kind: str = "hidden", **options):
+def trace(
+    model, prompt: str, subject: str, answer: str, kind: str = "hidden", **options
+) -> TraceResult:
     """Causal trace (fast engine): the same numbers as ``trace_reference``, several times faster.
 
     kind: ``"hidden"``, ``"mlp"`` or ``"attn"``. Keyword options, all optional (the same for
@@ -354,7 +356,9 @@ def trace(model, prompt: str, subject: str, answer: str, kind: str = "hidden", *
     return _trace(model, prompt, subject, answer, (kind,), "fast", **options)[kind]
 
 
-def trace_all_kinds(model, prompt: str, subject: str, answer: str, **options):
+def trace_all_kinds(
+    model, prompt: str, subject: str, answer: str, **options
+) -> dict[str, TraceResult]:
     """``{"hidden": ..., "mlp": ..., "attn": ...}`` from the fast engine with the same settings and
     the same noise; the clean and corrupted runs are computed once for all three. Options as for
     ``trace``."""
@@ -362,8 +366,14 @@ def trace_all_kinds(model, prompt: str, subject: str, answer: str, **options):
 
 
 def trace_reference(
-    model, prompt: str, subject: str, answer: str, kind: str = "hidden", progress=False, **options
-):
+    model,
+    prompt: str,
+    subject: str,
+    answer: str,
+    kind: str = "hidden",
+    progress: bool = False,
+    **options,
+) -> TraceResult:
     """Causal trace the way ROME's code does it: one forward pass of the bridge (batched over noise
     samples) per cell. Options as for ``trace`` (``progress`` defaults to False here)."""
     return _trace(
