@@ -26,8 +26,9 @@ from 0, and block L swaps the residual back in (``BlockBridge._maybe_inject_star
 blocks 0..L-1 still run.
 
 The numbers are checked against the bridge's own: ``tests/test_fast_forward.py`` compares the logits
-and every block's residual and sub-layer outputs with the bridge's hooks, and a run restarted at a
-later position (keys and values from ``prefix``) with the full run; ``tests/test_tracing.py``,
+and every block's residual and sub-layer outputs with the bridge's hooks, a run restarted at a
+later position (keys and values from ``prefix``) with the full run, and a patched run with the
+bridge running the same patch as a hook; ``tests/test_tracing.py``,
 ``test_heads.py`` and ``test_task_vectors.py`` hold the experiments built on it equal to their
 hook-based versions.
 
