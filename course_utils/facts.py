@@ -17,7 +17,8 @@ Each fact is a dict::
      "p_answer": 0.7525, "rank": 1, "known": true, "subject_positions": [1, 2, 3, 4]}
 
 ``subject_positions`` are positions in ``model.to_tokens(prompt)`` coordinates (the BOS at 0), as
-computed by ``subject_token_span`` for the embedded model's tokenizer.
+computed by ``subject_positions`` for the embedded model's tokenizer; ``subject_token_span`` gives
+the same positions as a ``(start, stop)`` range, the form causal tracing (lesson 04) slices with.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def get_fact(fact_id: str, path: str | Path | None = None) -> dict:
     return facts[fact_id]
 
 
-def subject_token_span(model, prompt: str, subject: str) -> list[int]:
+def subject_positions(model, prompt: str, subject: str) -> list[int]:
     """Positions of the tokens that spell ``subject`` inside ``model.to_tokens(prompt)`` (BOS at 0).
 
     A token counts when any of its characters belongs to the first occurrence of ``subject`` in
@@ -106,6 +107,14 @@ def subject_token_span(model, prompt: str, subject: str) -> list[int]:
     return positions
 
 
+def subject_token_span(model, prompt: str, subject: str) -> tuple[int, int]:
+    """``(start, stop)``: the subject's positions (``subject_positions``) as a range, so that
+    ``activation[:, start:stop]`` selects them. They are always contiguous: the tokens covering one
+    stretch of characters."""
+    positions = subject_positions(model, prompt, subject)
+    return positions[0], positions[-1] + 1
+
+
 def measure_fact(model, subject: str, relation: str, answer: str) -> dict:
     """Measure one candidate on ``model``: the prompt, p(answer), its rank (1 = top) and the
     subject's positions.
@@ -131,5 +140,5 @@ def measure_fact(model, subject: str, relation: str, answer: str) -> dict:
         "p_answer": round(p_answer, 4),
         "rank": rank,
         "known": rank == 1,
-        "subject_positions": subject_token_span(model, prompt, subject),
+        "subject_positions": subject_positions(model, prompt, subject),
     }

@@ -165,18 +165,18 @@ def plot_attention_rows(
 
 
 def _last_z(w, run, layer: int) -> Float[Tensor, "batch n_heads d_head"]:
-    """Each query head's z at the last position of ``run`` (a ``tracing._Run``) in ``layer``."""
-    from .tracing import _rms, _rotate_half
+    """Each query head's z at the last position of ``run`` (a ``fast_forward.Run``) in ``layer``."""
+    from .fast_forward import rms_norm, rotate_half
 
     p = w.blocks[layer]
     x = run.resid[layer][:, -1:]  # [batch, 1, d_model]
     batch = x.shape[0]
     n_pos = run.keys[layer].shape[2]
     cos, sin = w.rotary(torch.arange(n_pos - 1, n_pos, device=x.device))
-    h = _rms(x, p["input_layernorm.weight"], w.eps)
+    h = rms_norm(x, p["input_layernorm.weight"], w.eps)
     q = torch.nn.functional.linear(h, p["self_attn.q_proj.weight"])
     q = q.view(batch, 1, w.n_heads, w.d_head)
-    q = (q * cos[:, None] + _rotate_half(q) * sin[:, None])[:, 0]  # [batch, n_heads, d_head]
+    q = (q * cos[:, None] + rotate_half(q) * sin[:, None])[:, 0]  # [batch, n_heads, d_head]
     group = w.n_heads // w.n_kv
     keys = run.keys[layer].repeat_interleave(group, dim=1)  # [batch, n_heads, pos, d_head]
     values = run.values[layer].repeat_interleave(group, dim=1)
@@ -209,18 +209,18 @@ def head_patching(
     here are tiny (9 rows), so they run on one thread: on a busy CPU, two threads spent most of
     their time waiting for each other (measured 150 s instead of 7 s for the full sweep).
     """
-    from .tracing import _full_run, _Weights
+    from .fast_forward import Pass, Weights, full_run
 
     if base_tokens.shape != source_tokens.shape or base_tokens.shape[0] != 1:
         raise ValueError(
             "base and source need the same shape [1, pos]; got "
             f"{tuple(base_tokens.shape)} and {tuple(source_tokens.shape)}"
         )
-    w = _Weights(model)
-    base = _full_run(w, w.embed[base_tokens])
-    source = _full_run(w, w.embed[source_tokens])
+    w = Weights(model)
+    base = full_run(w, w.embed[base_tokens])
+    source = full_run(w, w.embed[source_tokens])
     n_pos = base_tokens.shape[1]
-    cos, sin = w.rotary(torch.arange(n_pos - 1, n_pos, device=base_tokens.device))
+    last = Pass.over(w, n_pos - 1, n_pos, base_tokens.device)
     direction = w.unembed[answer_id] - w.unembed[foil_id]  # [d_model]
     out = torch.full((w.n_layers, w.n_heads), float("nan"))
     layers = range(w.n_layers) if layers is None else [int(layer) for layer in layers]
@@ -234,24 +234,25 @@ def head_patching(
     torch.set_num_threads(1)
     try:
         for layer in layers:
-            out[layer] = _patch_layer(w, base, source, layer, cos, sin, direction)
+            out[layer] = _patch_layer(w, base, source, layer, last, direction)
     finally:
         torch.set_num_threads(threads)
     return out
 
 
-def _patch_layer(w, base, source, layer: int, cos, sin, direction) -> Float[Tensor, " n_heads"]:
-    """The logit difference after patching each head of ``layer`` in turn (one row per head)."""
-    from .tracing import _block, _mlp, _rms
+def _patch_layer(w, base, source, layer: int, last, direction) -> Float[Tensor, " n_heads"]:
+    """The logit difference after patching each head of ``layer`` in turn (one row per head);
+    ``last``: a ``fast_forward.Pass`` over the last position."""
+    from .fast_forward import block, mlp, rms_norm
 
     p = w.blocks[layer]
     w_o = p["self_attn.o_proj.weight"].T.reshape(w.n_heads, w.d_head, -1)  # n_heads d_head d_model
     delta_z = _last_z(w, source, layer)[0] - _last_z(w, base, layer)[0]  # [n_heads d_head]
     delta = torch.einsum("hd,hdm->hm", delta_z, w_o)  # one row per patched head
     mid = base.resid[layer][0, -1] + base.attn_out[layer][0, -1] + delta  # [n_heads d_model]
-    x = (mid + _mlp(p, w, mid))[:, None]  # [n_heads, 1, d_model]
+    x = (mid + mlp(w, layer, mid))[:, None]  # [n_heads, 1, d_model]
     for later in range(layer + 1, w.n_layers):
         k_prefix = base.keys[later][:, :, :-1].expand(w.n_heads, -1, -1, -1)
         v_prefix = base.values[later][:, :, :-1].expand(w.n_heads, -1, -1, -1)
-        x = _block(w, later, x, cos, sin, k_prefix, v_prefix)[0]
-    return _rms(x[:, 0], w.norm, w.eps) @ direction
+        x = block(last, later, x, (k_prefix, v_prefix))[0]
+    return rms_norm(x[:, 0], w.norm, w.eps) @ direction

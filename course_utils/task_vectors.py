@@ -357,8 +357,9 @@ def accuracy(
 # Writing a vector at the LAST token changes nothing at earlier positions, so their keys and
 # values are those of the unpatched prompt. We run the prompt without its last token once, keep
 # its keys and values, and run the last token alone in a batch of rows, each with its own patch
-# (one row per layer, or one per attention head). This uses lesson 04's fast engine (the Llama
-# block on the HF weights; the bridge's wrapped HF model keeps no key/value cache). Same numbers
+# (one row per layer, or one per attention head). This uses lesson 04's fast engine,
+# course_utils.fast_forward (the Llama block on the HF weights; the bridge's wrapped HF model keeps
+# no key/value cache). Same numbers
 # as `predict` up to float rounding; tests/test_task_vectors.py compares the two.
 
 
@@ -377,17 +378,15 @@ def _last_token_logits(
     new rows' residuals [k, 1, d_model]; ``attn_births[L]`` ([k, d_model]) gives k new rows whose
     attention output in block L is set to those values. Earlier positions come from the prefix's
     keys and values."""
-    import torch.nn.functional as F
-
-    from .tracing import _block, _full_run, _rms, _Weights
+    from .fast_forward import Pass, Patch, Weights, block, final_logits, full_run
 
     resid_births, attn_births = resid_births or {}, attn_births or {}
-    w = _Weights(model)
+    w = Weights(model)
     tokens = model.to_tokens(prompt)[0].to(w.embed.device)
     if tokens.shape[0] < 2:
         raise ValueError(f"prompt {prompt!r} has no token before its last one")
-    prefix = _full_run(w, w.embed[tokens[:-1]][None])
-    cos, sin = w.rotary(torch.tensor([tokens.shape[0] - 1], device=tokens.device))
+    prefix = full_run(w, w.embed[tokens[:-1]][None])
+    last = Pass.over(w, tokens.shape[0] - 1, tokens.shape[0], tokens.device)
     x = w.embed[tokens[-1]][None, None]
     for layer in range(w.n_layers):
         patch = None
@@ -397,12 +396,12 @@ def _last_token_logits(
             values = attn_births[layer]
             rows = torch.arange(x.shape[0], x.shape[0] + values.shape[0], device=x.device)
             x = torch.cat([x, x[:1].expand(values.shape[0], -1, -1)])
-            patch = (rows, values)
+            patch = Patch("attn", rows, values)
         n = x.shape[0]
         keys = prefix.keys[layer].expand(n, -1, -1, -1)
         values_ = prefix.values[layer].expand(n, -1, -1, -1)
-        x = _block(w, layer, x, cos, sin, keys, values_, attn_patch=patch)[0]
-    return F.linear(_rms(x[:, -1], w.norm, w.eps), w.unembed).float()
+        x = block(last, layer, x, (keys, values_), patch)[0]
+    return final_logits(w, x[:, -1]).float()
 
 
 def sweep_predictions(

@@ -8,28 +8,30 @@ back. A state that restores much of it carries the fact at that (layer, token).
 Two engines give the same numbers (tested to 1e-5):
 
 * ``trace_reference`` follows ROME's loop literally: for every (layer, token) cell, one forward pass
-  of the TransformerBridge over a batch of noise samples, with a noise hook on ``hook_embed`` and a
-  restore hook at the traced layer(s). Easy to read, slow: ``n_layers × n_tokens`` full forward
-  passes.
-* ``trace`` (the fast engine) runs the model's own weights directly and skips work that cannot
-  change: a restore at layer l leaves layers before l untouched, and with causal attention it leaves
-  positions before the restored token untouched. So for a restored token t it computes only
-  positions t..end, reads the keys and values of earlier positions from the cached corrupted run,
-  starts each cell at the first layer it changes, batches all layers of one token into one growing
-  batch, and unembeds only the last position. Restores before the first subject token change
-  nothing, so they are not run. Smaller savings, each measured (benchmarks/tracing.py): the final
-  block runs its queries and MLP at the last position only; the first block of an MLP/attention
-  window changes only the restored position, so it is worked out for that position alone; cells
-  whose runs are still identical (windows clipped at layer 0) share rows; a hidden restore at the
-  first subject token makes that position clean for good, so it joins the cached prefix. What is
-  left is matrix products running near this CPU's measured peak, which no reordering removes: the
-  remaining work is the trace itself.
+  of the TransformerBridge over a batch of noise samples, with the noised subject embeddings patched
+  into ``hook_embed`` and the clean state patched back at the traced layer(s). Easy to read, slow:
+  ``n_layers × n_tokens`` full forward passes.
+* ``trace`` (the fast engine) runs the model's own weights directly (``fast_forward``) and skips
+  work that cannot change: a restore at layer l leaves layers before l untouched, and with causal
+  attention it leaves positions before the restored token untouched. So for a restored token t it
+  computes only positions t..end, reads the keys and values of earlier positions from the cached
+  corrupted run, starts each cell at the first layer it changes, batches all layers of one token
+  into one growing batch, and unembeds only the last position. Restores before the first subject
+  token change nothing, so they are not run. Smaller savings, each measured (benchmarks/tracing.py):
+  the final block runs its queries and MLP at the last position only; the first block of an
+  MLP/attention window changes only the restored position, so it is worked out for that position
+  alone; cells whose runs are still identical (windows clipped at layer 0) share rows; a hidden
+  restore at the first subject token makes that position clean for good, so it joins the cached
+  prefix. What is left is matrix products running near this CPU's measured peak, which no reordering
+  removes: the remaining work is the trace itself.
 
-Why not the bridge's ``start_at_layer``? Profiling showed it saves nothing: TransformerBridge feeds
-the given residual to the Hugging Face model as ``inputs_embeds``, the HF forward runs every block
-from 0, and block L swaps the residual back in (``BlockBridge._maybe_inject_start_residual``), so
-blocks 0..L-1 still run. The fast engine therefore uses the weights of ``model.original_model``
-directly.
+The fast engine's forward pass, the Llama block on the model's weights that can start at any layer
+and position, is ``course_utils/fast_forward.py``; its docstring says why the bridge's
+``start_at_layer`` cannot do this.
+
+Both engines build on lesson 02's hook factories (``course_utils.hooks``): the noise is the noise
+``make_noise_hook`` draws (``make_noise``), and the reference engine corrupts and restores with
+``make_patch_from`` hooks.
 
 Noise (ROME's rule, the default): Gaussian with standard deviation 3 × the std of the subject-token
 embeddings over a dataset of subjects — here the course's shipped facts (``rome_noise_scale``). Pass
@@ -49,12 +51,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from .facts import load_facts
-from .facts import subject_token_span as facts_subject_token_span
+from .facts import load_facts, subject_token_span
+from .fast_forward import Pass, Patch, Run, Weights, block, final_logits, full_run, mlp
+from .hooks import make_noise_hook, make_patch_from
 from .predictions import answer_token_id
 
 KINDS = ("hidden", "mlp", "attn")
@@ -67,15 +69,8 @@ DEFAULT_SEED = 0
 
 
 # --------------------------------------------------------------------------------------------
-# Inputs: subject span, noise, validation
+# Inputs: noise, validation (the subject's span: ``course_utils.facts.subject_token_span``)
 # --------------------------------------------------------------------------------------------
-
-
-def subject_token_span(model, prompt: str, subject: str) -> tuple[int, int]:
-    """``(start, stop)``: the positions of ``subject``'s tokens in ``model.to_tokens(prompt)`` (BOS
-    at 0), from ``course_utils.facts.subject_token_span`` (lesson 03), as a contiguous range."""
-    positions = facts_subject_token_span(model, prompt, subject)
-    return positions[0], positions[-1] + 1
 
 
 def subject_embedding_std(model, subjects: list[str]) -> float:
@@ -103,10 +98,12 @@ def rome_noise_scale(model, subjects: list[str] | None = None) -> float:
 def make_noise(
     samples: int, n_tokens: int, d_model: int, scale: float, seed: int = DEFAULT_SEED
 ) -> Float[Tensor, "sample pos d_model"]:
-    """The course's noise: ``scale * torch.randn((samples, n_tokens, d_model))`` drawn from a
-    ``torch.Generator`` seeded with ``seed``, so every engine and exercise adds the same noise."""
-    generator = torch.Generator().manual_seed(seed)
-    return scale * torch.randn((samples, n_tokens, d_model), generator=generator)
+    """The course's noise, as a tensor: what lesson 02's ``make_noise_hook(positions, scale,
+    seed=seed)`` adds to ``samples`` rows of ``n_tokens`` positions, i.e. ``scale *
+    torch.randn((samples, n_tokens, d_model))`` drawn from a ``torch.Generator`` seeded with
+    ``seed``. Every engine and exercise adds this same noise."""
+    zeros = torch.zeros(samples, n_tokens, d_model)
+    return make_noise_hook(slice(None), scale, seed=seed)(zeros)  # 0 + noise: the noise itself
 
 
 def _check_kind(kind: str) -> None:
@@ -289,7 +286,7 @@ def _prepare(
     if noise_scale is None:
         noise_scale = rome_noise_scale(model)
     settings = TraceSettings(kind, samples, float(noise_scale), seed, window)
-    noise = make_noise(samples, n_subject, d_model, noise_scale, seed)
+    noise = make_noise(samples, n_subject, d_model, float(noise_scale), seed)
     return tokens, answer_id, foil_id, span, noise, settings
 
 
@@ -332,35 +329,66 @@ def _result(model, prompt, subject, answer, foil, tokens, span, grids, clean, co
 
 
 # --------------------------------------------------------------------------------------------
-# Reference engine: ROME's loop, one bridge forward per cell
+# The traces: one implementation, two engines
 # --------------------------------------------------------------------------------------------
 
 
-def _noise_hook(noise, span):
-    def hook(embed, hook):  # embed: [sample, pos, d_model]
-        embed = embed.clone()
-        embed[:, span[0] : span[1]] += noise.to(embed)
-        return embed
+def trace(
+    model, prompt: str, subject: str, answer: str, kind: str = "hidden", **options
+) -> TraceResult:
+    """Causal trace (fast engine): the same numbers as ``trace_reference``, several times faster.
 
-    return hook
+    kind: ``"hidden"``, ``"mlp"`` or ``"attn"``. Keyword options, all optional (the same for
+    ``trace_all_kinds`` and ``trace_reference``):
+
+    * samples: noise samples per cell (ROME: 10);
+    * noise_scale: std of the added noise (default: ROME's rule, ``rome_noise_scale(model)``: 3 ×
+      the std of subject-token embeddings over the course's facts); seed: seeds the noise
+      (``make_noise``);
+    * noise: an explicit tensor [sample, n_subject_tokens, d_model] added to the subject's
+      embeddings instead (then ``samples``/``seed`` are ignored and ``noise_scale`` must be None);
+    * foil: a competing answer (" Rome"); the result then also holds logit(answer) − logit(foil);
+    * window: layers restored around each MLP/attention cell (ROME: 10);
+    * layers/positions: trace only these; progress: show a progress bar (default True).
+
+    Returns a ``TraceResult``.
+    """
+    return _trace(model, prompt, subject, answer, (kind,), "fast", **options)[kind]
 
 
-def _restore_hook(clean_act, position):
-    def hook(act, hook):  # act: [sample, pos, d_model]; clean_act: [pos, d_model]
-        act = act.clone()
-        act[:, position] = clean_act[position]
-        return act
+def trace_all_kinds(
+    model, prompt: str, subject: str, answer: str, **options
+) -> dict[str, TraceResult]:
+    """``{"hidden": ..., "mlp": ..., "attn": ...}`` from the fast engine with the same settings and
+    the same noise; the clean and corrupted runs are computed once for all three. Options as for
+    ``trace``."""
+    return _trace(model, prompt, subject, answer, KINDS, "fast", **options)
 
-    return hook
 
-
-@torch.no_grad()
 def trace_reference(
     model,
     prompt: str,
     subject: str,
     answer: str,
     kind: str = "hidden",
+    progress: bool = False,
+    **options,
+) -> TraceResult:
+    """Causal trace the way ROME's code does it: one forward pass of the bridge (batched over noise
+    samples) per cell. Options as for ``trace`` (``progress`` defaults to False here)."""
+    return _trace(
+        model, prompt, subject, answer, (kind,), "reference", progress=progress, **options
+    )[kind]
+
+
+@torch.no_grad()
+def _trace(
+    model,
+    prompt: str,
+    subject: str,
+    answer: str,
+    kinds: tuple[str, ...],
+    engine: str,
     *,
     samples: int = DEFAULT_SAMPLES,
     noise_scale: float | None = None,
@@ -370,41 +398,54 @@ def trace_reference(
     foil: str | None = None,
     layers=None,
     positions=None,
-    progress: bool = False,
-) -> TraceResult:
-    """Causal trace the way ROME's code does it: one forward pass (batched over noise samples) per
-    cell. Arguments as for ``trace``."""
+    progress: bool = True,
+) -> dict[str, TraceResult]:
+    """The traces of ``kinds`` with one ``engine`` (``"fast"`` or ``"reference"``), sharing the
+    inputs, the noise and the clean and corrupted runs; the options are documented in ``trace``."""
+    for kind in kinds:
+        _check_kind(kind)
     tokens, answer_id, foil_id, span, noise, settings = _prepare(
-        model, prompt, subject, answer, kind, samples, noise_scale, seed, window, noise, foil
+        model, prompt, subject, answer, kinds[0], samples, noise_scale, seed, window, noise, foil
     )
-    n_layers, n_pos, samples = model.cfg.n_layers, tokens.shape[1], noise.shape[0]
-    layers, positions = _check_layers(model, layers), _check_positions(positions, n_pos)
-    logits, cache = model.run_with_cache(
-        tokens, names_filter=lambda name: name.endswith(HOOK_OF_KIND[kind])
+    layers = _check_layers(model, layers)
+    positions = _check_positions(positions, tokens.shape[1])
+    readouts = {"fast": _fast_readouts, "reference": _reference_readouts}[engine]
+    grids, clean, corrupted = readouts(
+        model,
+        tokens,
+        span,
+        noise,
+        _TraceSpec(kinds, layers, positions, window, answer_id, foil_id),
+        progress,
     )
-    clean = _readout(logits[:, -1], answer_id, foil_id)[0]
-    batch = tokens.expand(samples, n_pos)
-    noise_hooks = [("hook_embed", _noise_hook(noise, span))]
+    return {
+        kind: _result(
+            model,
+            prompt,
+            subject,
+            answer,
+            foil,
+            tokens,
+            span,
+            grids[kind],
+            clean,
+            corrupted,
+            replace(settings, kind=kind),
+        )
+        for kind in kinds
+    }
 
-    def readout(hooks):  # [3]: the metrics averaged over the noise samples
-        out = model.run_with_hooks(batch, fwd_hooks=noise_hooks + hooks)
-        return _readout(out[:, -1], answer_id, foil_id).mean(0)
 
-    corrupted = readout([])
-    grids = torch.full((3, n_layers, n_pos), float("nan"))
-    cells = [(layer, pos) for pos in positions for layer in layers]
-    for layer, pos in _progress(cells, progress, "cells"):
-        hooks = [
-            (
-                f"blocks.{restored}.{HOOK_OF_KIND[kind]}",
-                _restore_hook(cache[f"blocks.{restored}.{HOOK_OF_KIND[kind]}"][0], pos),
-            )
-            for restored in window_layers(layer, n_layers, kind, window)
-        ]
-        grids[:, layer, pos] = readout(hooks)
-    return _result(
-        model, prompt, subject, answer, foil, tokens, span, grids, clean, corrupted, settings
-    )
+@dataclass(frozen=True)
+class _TraceSpec:
+    """What an engine traces: the cells (layer, position) of each kind, and what it reads out."""
+
+    kinds: tuple[str, ...]
+    layers: list[int]
+    positions: list[int]
+    window: int
+    answer_id: int
+    foil_id: int | None
 
 
 def _progress(iterable, enabled: bool, unit: str):
@@ -416,183 +457,88 @@ def _progress(iterable, enabled: bool, unit: str):
 
 
 # --------------------------------------------------------------------------------------------
-# Fast engine: the model's own weights, only the work a restore can change
+# Reference engine: ROME's loop, one bridge forward per cell
 # --------------------------------------------------------------------------------------------
 
 
-def _strip(name: str) -> str:
-    return name.replace("_original_component.", "")
+def _reference_readouts(model, tokens, span, noise, spec: _TraceSpec, progress: bool):
+    """Readout grids ``{kind: [3, layer, pos]}`` and the clean and corrupted readouts [3] (means
+    over the noise samples), one bridge forward pass per cell.
 
+    Both interventions are lesson 02's ``make_patch_from``: the corruption patches the noised
+    subject embeddings (the clean ones plus ``noise``) into ``hook_embed``; a restore patches the
+    clean run's activation at one position into each restored layer."""
+    n_layers, n_pos, samples = model.cfg.n_layers, tokens.shape[1], noise.shape[0]
+    names = tuple(HOOK_OF_KIND[kind] for kind in spec.kinds)
+    logits, cache = model.run_with_cache(
+        tokens, names_filter=lambda name: name == "hook_embed" or name.endswith(names)
+    )
+    clean = _readout(logits[:, -1], spec.answer_id, spec.foil_id)[0]
+    noised = cache["hook_embed"].repeat(samples, 1, 1)  # [sample, pos, d_model]
+    noised[:, span[0] : span[1]] += noise.to(noised)
+    corrupt = [("hook_embed", make_patch_from({"hook_embed": noised}, "hook_embed", range(*span)))]
+    batch = tokens.expand(samples, n_pos)
 
-class _Weights:
-    """Plain tensors of a Llama-style model (the bridge's HF model), read once per trace."""
+    def readout(hooks):  # [3]: the metrics averaged over the noise samples
+        out = model.run_with_hooks(batch, fwd_hooks=corrupt + hooks)
+        return _readout(out[:, -1], spec.answer_id, spec.foil_id).mean(0)
 
-    def __init__(self, model):
-        hf = model.original_model
-        cfg = hf.config
-        self.n_layers = cfg.num_hidden_layers
-        self.n_heads = cfg.num_attention_heads
-        self.n_kv = cfg.num_key_value_heads
-        self.d_head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        self.eps = cfg.rms_norm_eps
-        if getattr(cfg, "hidden_act", "silu") != "silu":
-            raise NotImplementedError(
-                "the fast engine supports Llama-style (SiLU-gated) MLPs only; use trace_reference"
+    corrupted = readout([])
+    grids = {}
+    for kind in spec.kinds:
+        grids[kind] = torch.full((3, n_layers, n_pos), float("nan"))
+        todo = [(layer, pos) for pos in spec.positions for layer in spec.layers]
+        for layer, pos in _progress(todo, progress, "cells"):
+            names = [
+                f"blocks.{restored}.{HOOK_OF_KIND[kind]}"
+                for restored in window_layers(layer, n_layers, kind, spec.window)
+            ]
+            grids[kind][:, layer, pos] = readout(
+                [(name, make_patch_from(cache, name, pos)) for name in names]
             )
-        rope = getattr(cfg, "rope_parameters", None) or {
-            "rope_theta": getattr(cfg, "rope_theta", 10000.0),
-            "rope_type": "default",
-        }
-        if rope.get("rope_type", "default") != "default":
-            raise NotImplementedError(
-                "the fast engine supports default rotary embeddings only; use trace_reference"
+    return grids, clean, corrupted
+
+
+# --------------------------------------------------------------------------------------------
+# Fast engine: the model's own weights (fast_forward), only the work a restore can change
+# --------------------------------------------------------------------------------------------
+
+
+def _embed_runs(tokens, span, noise, w: Weights):
+    """The clean embeddings (batch 1) and the corrupted ones (one row per noise sample) of the fast
+    engine."""
+    embeds = w.embed[tokens[0].to(w.embed.device)][None]  # [1, pos, d_model]
+    noisy = embeds.repeat(noise.shape[0], 1, 1)
+    noisy[:, span[0] : span[1]] += noise.to(noisy)
+    return embeds, noisy
+
+
+def _fast_readouts(model, tokens, span, noise, spec: _TraceSpec, progress: bool):
+    """As ``_reference_readouts``, from the fast engine: per token, all its cells in one batch."""
+    n_pos, samples = tokens.shape[1], noise.shape[0]
+    w = Weights(model)
+    embeds, noisy = _embed_runs(tokens, span, noise, w)
+    ids = spec.answer_id, spec.foil_id
+    clean = full_run(w, embeds)
+    clean_metrics = _readout(final_logits(w, clean.resid[-1][:, -1]), *ids)[0]
+    corrupted = full_run(w, noisy)
+    corrupted_metrics = _readout(final_logits(w, corrupted.resid[-1][:, -1]), *ids).mean(0)
+    rows = [(kind, pos) for kind in spec.kinds for pos in spec.positions]
+    grids = {kind: torch.full((3, w.n_layers, n_pos), float("nan")) for kind in spec.kinds}
+    for kind, pos in _progress(rows, progress, "token"):
+        if pos < span[0]:
+            # before the noise: clean and corrupted states are equal, a restore changes nothing
+            grids[kind][:, spec.layers, pos] = corrupted_metrics[:, None]
+        else:
+            clean_prefix = kind == "hidden" and pos == span[0] and pos + 1 < n_pos
+            grids[kind][:, spec.layers, pos] = _trace_position(
+                w, clean, corrupted, pos, kind, spec, samples, clean_prefix
             )
-        self.inv_freq = 1.0 / (
-            rope["rope_theta"] ** (torch.arange(0, self.d_head, 2, dtype=torch.float) / self.d_head)
-        )
-        self.blocks = [
-            {_strip(n): p.detach() for n, p in layer.named_parameters()}
-            for layer in hf.model.layers
-        ]
-        self.norm = dict((_strip(n), p.detach()) for n, p in hf.model.norm.named_parameters())[
-            "weight"
-        ]
-        self.unembed = hf.get_output_embeddings().weight.detach()
-        self.embed = hf.get_input_embeddings().weight.detach()
-
-    def rotary(self, positions: Tensor):
-        """cos, sin: [pos, d_head], computed exactly as transformers' LlamaRotaryEmbedding does."""
-        freqs = positions[:, None].float() * self.inv_freq.to(positions.device)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos(), emb.sin()
-
-
-def _rms(x, weight, eps):
-    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
-
-
-def _rotate_half(x):
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _mlp(p: dict, w: _Weights, resid_mid):
-    """The SiLU-gated MLP of one block on ``resid_mid`` [..., d_model] (its own pre-norm
-    included)."""
-    h = _rms(resid_mid, p["post_attention_layernorm.weight"], w.eps)
-    return F.linear(
-        F.silu(F.linear(h, p["mlp.gate_proj.weight"])) * F.linear(h, p["mlp.up_proj.weight"]),
-        p["mlp.down_proj.weight"],
-    )
-
-
-def _block(
-    w: _Weights,
-    layer: int,
-    x,
-    cos,
-    sin,
-    k_prefix=None,
-    v_prefix=None,
-    attn_patch=None,
-    mlp_patch=None,
-    last_only: bool = False,
-):
-    """One decoder block for query positions ``start..start+q-1`` (x: [batch, q, d_model]),
-    attending to ``k_prefix``/``v_prefix`` (positions 0..start-1, [batch, n_kv, start, d_head]) and
-    to themselves.
-
-    ``attn_patch``/``mlp_patch``: ``(rows, value)``; sets the sub-layer output at the first query
-    position of those batch rows to ``value`` (a restore). ``last_only``: the caller needs the
-    output at the last position only (the final block), so queries, attention output and MLP run
-    there alone; a patch then applies only when the first query position is the last one.
-    Returns (x, keys, values, attn_out, mlp_out) of the computed positions.
-    """
-    p = w.blocks[layer]
-    batch, q_len, _ = x.shape
-    h = _rms(x, p["input_layernorm.weight"], w.eps)
-    k = (
-        F.linear(h, p["self_attn.k_proj.weight"])
-        .view(batch, q_len, w.n_kv, w.d_head)
-        .transpose(1, 2)
-    )
-    v = (
-        F.linear(h, p["self_attn.v_proj.weight"])
-        .view(batch, q_len, w.n_kv, w.d_head)
-        .transpose(1, 2)
-    )
-    k = k * cos + _rotate_half(k) * sin
-    keys, values = (
-        (k, v) if k_prefix is None else (torch.cat([k_prefix, k], 2), torch.cat([v_prefix, v], 2))
-    )
-    if last_only:
-        if q_len > 1:
-            attn_patch = mlp_patch = None  # the patched position is not the one we read
-        x, h, cos, sin, q_len = x[:, -1:], h[:, -1:], cos[-1:], sin[-1:], 1
-    q = (
-        F.linear(h, p["self_attn.q_proj.weight"])
-        .view(batch, q_len, w.n_heads, w.d_head)
-        .transpose(1, 2)
-    )
-    q = q * cos + _rotate_half(q) * sin
-    # grouped-query attention without copying keys: [batch, n_kv, group * q, d_head]
-    group = w.n_heads // w.n_kv
-    qg = q.reshape(batch, w.n_kv, group * q_len, w.d_head)
-    scores = qg @ keys.transpose(-1, -2) * w.d_head**-0.5  # [batch, n_kv, group*q, key]
-    n_keys = keys.shape[2]
-    if q_len > 1:
-        query_pos = torch.arange(n_keys - q_len, n_keys, device=x.device).repeat(group)
-        scores = scores.masked_fill(
-            torch.arange(n_keys, device=x.device)[None, :] > query_pos[:, None], float("-inf")
-        )
-    z = scores.softmax(-1) @ values  # [batch, n_kv, group*q, d_head]
-    z = z.view(batch, w.n_heads, q_len, w.d_head).transpose(1, 2).reshape(batch, q_len, -1)
-    attn_out = F.linear(z, p["self_attn.o_proj.weight"])
-    if attn_patch is not None:
-        rows, value = attn_patch
-        attn_out[rows, 0] = value
-    x = x + attn_out
-    mlp_out = _mlp(p, w, x)
-    if mlp_patch is not None:
-        rows, value = mlp_patch
-        mlp_out[rows, 0] = value
-    return x + mlp_out, k, v, attn_out, mlp_out
-
-
-@dataclass
-class _Run:
-    """Every state of one (batched) forward pass: resid[l] is the input of block l (resid[-1] the
-    output)."""
-
-    resid: list
-    keys: list
-    values: list
-    attn_out: list
-    mlp_out: list
-
-
-def _full_run(w: _Weights, embeds) -> _Run:
-    cos, sin = w.rotary(torch.arange(embeds.shape[1], device=embeds.device))
-    run = _Run([embeds], [], [], [], [])
-    x = embeds
-    for layer in range(w.n_layers):
-        x, k, v, attn_out, mlp_out = _block(w, layer, x, cos, sin)
-        for store, value in zip(
-            (run.resid, run.keys, run.values, run.attn_out, run.mlp_out),
-            (x, k, v, attn_out, mlp_out),
-            strict=False,
-        ):
-            store.append(value)
-    return run
-
-
-def _final_logits(w: _Weights, final_resid):
-    """Logits from the final residual at the last position, [batch, d_model] -> [batch, d_vocab]."""
-    return F.linear(_rms(final_resid, w.norm, w.eps), w.unembed)
+    return grids, clean_metrics, corrupted_metrics
 
 
 def _cell_schedule(
-    w: _Weights, clean: _Run, corrupted: _Run, pos: int, layer: int, kind: str, window: int
+    w: Weights, clean: Run, corrupted: Run, pos: int, layer: int, kind: str, window: int
 ):
     """Where a restored run first differs from the corrupted one, and how.
 
@@ -611,17 +557,17 @@ def _cell_schedule(
         entry = (resid + corrupted.attn_out[first][:, pos]) + clean.mlp_out[first][0, pos]
     else:
         mid = resid + clean.attn_out[first][0, pos]
-        entry = mid + _mlp(w.blocks[first], w, mid)
+        entry = mid + mlp(w, first, mid)
     return first + 1, entry, range(first + 1, restored[-1] + 1)
 
 
 @torch.no_grad()
 def _trace_position(
-    w, clean, corrupted, pos, layers, kind, window, answer_id, foil_id, samples, clean_prefix=False
+    w: Weights, clean: Run, corrupted: Run, pos, kind, spec, samples, clean_prefix=False
 ):
-    """Readouts [3, len(layers)] (see ``_readout``, averaged over samples) of the cells (layer, pos)
-    for every layer in ``layers``, all in one batch that grows as cells are born (block by block)
-    and shares rows between cells whose runs are still identical.
+    """Readouts [3, len(spec.layers)] (see ``_readout``, averaged over samples) of the cells
+    (layer, pos) of ``kind`` for every layer in ``spec.layers``, all in one batch that grows as
+    cells are born (block by block) and shares rows between cells whose runs are still identical.
 
     ``clean_prefix`` (hidden states at the first noised position only): every position up to ``pos``
     is clean after the restore, so ``pos`` joins the cached prefix of keys and values and only later
@@ -629,34 +575,36 @@ def _trace_position(
     n_layers, n_pos = w.n_layers, corrupted.resid[0].shape[1]
     first = pos + 1 if clean_prefix else pos  # first computed position
     device = corrupted.resid[0].device
-    cos, sin = w.rotary(torch.arange(first, n_pos, device=device))
-    schedule = [_cell_schedule(w, clean, corrupted, pos, layer, kind, window) for layer in layers]
-    out = torch.empty(3, len(layers))
+    state = Pass.over(w, first, n_pos, device)
+    schedule = [
+        _cell_schedule(w, clean, corrupted, pos, layer, kind, spec.window) for layer in spec.layers
+    ]
+    out = torch.empty(3, len(spec.layers))
     # a group: cells whose runs are identical so far, sharing `samples` rows of x
     groups: list[list[int]] = []
     x = None
-    for block in range(n_layers + 1):
+    for layer in range(n_layers + 1):
         newborn: dict[int, list[int]] = {}
         for i, (birth, _entry, patched) in enumerate(schedule):
-            if birth == block:
+            if birth == layer:
                 # cells born in the same block with the same window start enter with the same state
                 newborn.setdefault(patched.start if kind != "hidden" else i, []).append(i)
         for cells in newborn.values():
-            start = corrupted.resid[block][:, first:].clone()  # [sample, q, d_model]
+            start = corrupted.resid[layer][:, first:].clone()  # [sample, q, d_model]
             if not clean_prefix:
                 start[:, 0] = schedule[cells[0]][1]
-            if block == n_layers:  # restored after the final block: only the last position is read
+            if layer == n_layers:  # restored after the final block: only the last position is read
                 start = start[:, -1:]
             x = start if x is None else torch.cat([x, start])
             groups.append(cells)
         if x is None:
             continue
-        if block == n_layers:
+        if layer == n_layers:
             break
         # split groups whose cells disagree on restoring at this block
         split, rows, restoring = [], [], []
         for g, cells in enumerate(groups):
-            active = [i for i in cells if block in schedule[i][2]]
+            active = [i for i in cells if layer in schedule[i][2]]
             for part, flag in ((active, True), ([i for i in cells if i not in active], False)):
                 if part:
                     split.append(part)
@@ -669,37 +617,23 @@ def _trace_position(
             ).flatten()
             x = x[index]
         groups = split
-        k_prefix, v_prefix = corrupted.keys[block][:, :, :pos], corrupted.values[block][:, :, :pos]
+        k_prefix, v_prefix = corrupted.keys[layer][:, :, :pos], corrupted.values[layer][:, :, :pos]
         if clean_prefix:  # the restored position itself is clean from here on
             k_prefix = torch.cat(
-                [k_prefix, clean.keys[block][:, :, pos : pos + 1].expand(samples, -1, -1, -1)], 2
+                [k_prefix, clean.keys[layer][:, :, pos : pos + 1].expand(samples, -1, -1, -1)], 2
             )
             v_prefix = torch.cat(
-                [v_prefix, clean.values[block][:, :, pos : pos + 1].expand(samples, -1, -1, -1)], 2
+                [v_prefix, clean.values[layer][:, :, pos : pos + 1].expand(samples, -1, -1, -1)], 2
             )
-        k_prefix, v_prefix = (
-            k_prefix.repeat(len(groups), 1, 1, 1),
-            v_prefix.repeat(len(groups), 1, 1, 1),
-        )
+        prefix = (k_prefix.repeat(len(groups), 1, 1, 1), v_prefix.repeat(len(groups), 1, 1, 1))
         patch = None
         on = torch.tensor(restoring, device=device).repeat_interleave(samples)
         if on.any():
             source = clean.attn_out if kind == "attn" else clean.mlp_out
-            patch = (on, source[block][0, pos])
-        x, *_ = _block(
-            w,
-            block,
-            x,
-            cos,
-            sin,
-            k_prefix,
-            v_prefix,
-            attn_patch=patch if kind == "attn" else None,
-            mlp_patch=patch if kind == "mlp" else None,
-            last_only=block == n_layers - 1,
-        )
+            patch = Patch(kind, on, source[layer][0, pos])
+        x, *_ = block(state, layer, x, prefix, patch, last_only=layer == n_layers - 1)
     metrics = (
-        _readout(_final_logits(w, x[:, -1]), answer_id, foil_id)
+        _readout(final_logits(w, x[:, -1]), spec.answer_id, spec.foil_id)
         .view(len(groups), samples, 3)
         .mean(1)
         .cpu()
@@ -707,170 +641,6 @@ def _trace_position(
     for g, cells in enumerate(groups):
         out[:, torch.tensor(cells)] = metrics[g][:, None]
     return out
-
-
-@torch.no_grad()
-def trace(
-    model,
-    prompt: str,
-    subject: str,
-    answer: str,
-    kind: str = "hidden",
-    *,
-    samples: int = DEFAULT_SAMPLES,
-    noise_scale: float | None = None,
-    seed: int = DEFAULT_SEED,
-    window: int = DEFAULT_WINDOW,
-    noise: Tensor | None = None,
-    foil: str | None = None,
-    layers=None,
-    positions=None,
-    progress: bool = True,
-) -> TraceResult:
-    """Causal trace (fast engine): the same numbers as ``trace_reference``, several times faster.
-
-    kind: ``"hidden"``, ``"mlp"`` or ``"attn"``; samples: noise samples per cell (ROME: 10);
-    noise_scale: std of the added noise (default: ROME's rule, ``rome_noise_scale(model)``: 3 × the
-    std of subject-token embeddings over the course's facts); seed: seeds the noise
-    (``make_noise``); noise: an explicit tensor [sample, n_subject_tokens, d_model] added to the
-    subject's embeddings instead (then ``samples``/``seed`` are ignored and ``noise_scale`` must be
-    None); foil: a competing answer (" Rome"); the result then also holds logit(answer) −
-    logit(foil); window: layers restored around each MLP/attention cell; layers/positions: trace
-    only these.
-    """
-    return _trace_kinds(
-        model,
-        prompt,
-        subject,
-        answer,
-        (kind,),
-        samples,
-        noise_scale,
-        seed,
-        window,
-        noise,
-        foil,
-        layers,
-        positions,
-        progress,
-    )[kind]
-
-
-@torch.no_grad()
-def trace_all_kinds(
-    model,
-    prompt: str,
-    subject: str,
-    answer: str,
-    *,
-    samples: int = DEFAULT_SAMPLES,
-    noise_scale: float | None = None,
-    seed: int = DEFAULT_SEED,
-    window: int = DEFAULT_WINDOW,
-    noise: Tensor | None = None,
-    foil: str | None = None,
-    layers=None,
-    positions=None,
-    progress: bool = True,
-) -> dict[str, TraceResult]:
-    """``{"hidden": ..., "mlp": ..., "attn": ...}`` from the fast engine with the same settings and
-    the same noise; the clean and corrupted runs are computed once for all three."""
-    return _trace_kinds(
-        model,
-        prompt,
-        subject,
-        answer,
-        KINDS,
-        samples,
-        noise_scale,
-        seed,
-        window,
-        noise,
-        foil,
-        layers,
-        positions,
-        progress,
-    )
-
-
-def _embed_runs(model, tokens, span, noise, w: _Weights):
-    """The clean run (batch 1) and the corrupted run (one row per noise sample) of the fast
-    engine."""
-    embeds = w.embed[tokens[0].to(w.embed.device)][None]  # [1, pos, d_model]
-    noisy = embeds.repeat(noise.shape[0], 1, 1)
-    noisy[:, span[0] : span[1]] += noise.to(noisy)
-    return embeds, noisy
-
-
-def _trace_kinds(
-    model,
-    prompt,
-    subject,
-    answer,
-    kinds,
-    samples,
-    noise_scale,
-    seed,
-    window,
-    noise,
-    foil,
-    layers,
-    positions,
-    progress,
-) -> dict[str, TraceResult]:
-    for kind in kinds:
-        _check_kind(kind)
-    tokens, answer_id, foil_id, span, noise, settings = _prepare(
-        model, prompt, subject, answer, kinds[0], samples, noise_scale, seed, window, noise, foil
-    )
-    n_pos, samples = tokens.shape[1], noise.shape[0]
-    layers, positions = _check_layers(model, layers), _check_positions(positions, n_pos)
-    w = _Weights(model)
-    embeds, noisy = _embed_runs(model, tokens, span, noise, w)
-    clean = _full_run(w, embeds)
-    clean_metrics = _readout(_final_logits(w, clean.resid[-1][:, -1]), answer_id, foil_id)[0]
-    corrupted = _full_run(w, noisy)
-    corrupted_metrics = _readout(
-        _final_logits(w, corrupted.resid[-1][:, -1]), answer_id, foil_id
-    ).mean(0)
-    rows = [(kind, pos) for kind in kinds for pos in positions]
-    grids = {kind: torch.full((3, w.n_layers, n_pos), float("nan")) for kind in kinds}
-    for kind, pos in _progress(rows, progress, "token"):
-        if (
-            pos < span[0]
-        ):  # before the noise: clean and corrupted states are equal, a restore changes nothing
-            grids[kind][:, layers, pos] = corrupted_metrics[:, None]
-        else:
-            clean_prefix = kind == "hidden" and pos == span[0] and pos + 1 < n_pos
-            grids[kind][:, layers, pos] = _trace_position(
-                w,
-                clean,
-                corrupted,
-                pos,
-                layers,
-                kind,
-                window,
-                answer_id,
-                foil_id,
-                samples,
-                clean_prefix,
-            )
-    return {
-        kind: _result(
-            model,
-            prompt,
-            subject,
-            answer,
-            foil,
-            tokens,
-            span,
-            grids[kind],
-            clean_metrics,
-            corrupted_metrics,
-            replace(settings, kind=kind),
-        )
-        for kind in kinds
-    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -921,18 +691,18 @@ def attribution_patching(
         noise,
         foil,
     )
-    w = _Weights(model)
-    embeds, noisy = _embed_runs(model, tokens, span, noise, w)
+    w = Weights(model)
+    embeds, noisy = _embed_runs(tokens, span, noise, w)
     with torch.no_grad():
-        clean = _full_run(w, embeds)
-    cos, sin = w.rotary(torch.arange(tokens.shape[1], device=noisy.device))
+        clean = full_run(w, embeds)
+    state = Pass.over(w, 0, tokens.shape[1], noisy.device)
     x, states = noisy.requires_grad_(), []
     with torch.enable_grad():
         for layer in range(w.n_layers):
-            x, *_ = _block(w, layer, x, cos, sin)
+            x, *_ = block(state, layer, x)
             x.retain_grad()
             states.append(x)
-        per_sample = _readout(_final_logits(w, x[:, -1]), answer_id, foil_id)[
+        per_sample = _readout(final_logits(w, x[:, -1]), answer_id, foil_id)[
             :, METRICS.index(metric)
         ]
         # the samples are independent, so the gradient of their sum is each sample's own gradient

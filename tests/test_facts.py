@@ -11,6 +11,7 @@ from course_utils.facts import (
     get_fact,
     load_facts,
     measure_fact,
+    subject_positions,
     subject_token_span,
 )
 
@@ -53,7 +54,7 @@ def test_dataset_shape_and_consistency():
 
 def test_subject_span_matches_shipped_and_spells_subject(model):
     for fact in load_facts(include_unknown=True):
-        positions = subject_token_span(model, fact["prompt"], fact["subject"])
+        positions = subject_positions(model, fact["prompt"], fact["subject"])
         assert positions == fact["subject_positions"], fact["id"]
         assert positions == list(range(positions[0], positions[-1] + 1)), (
             "a subject span is contiguous"
@@ -63,19 +64,29 @@ def test_subject_span_matches_shipped_and_spells_subject(model):
         assert spelled == fact["subject"], (fact["id"], spelled)
 
 
-def test_subject_span_examples_and_errors(model):
-    assert subject_token_span(model, "The capital of Japan is", "Japan") == [4]
-    assert subject_token_span(model, "The CN Tower is located in the city of", "The CN Tower") == [
+def test_subject_positions_examples_and_errors(model):
+    assert subject_positions(model, "The capital of Japan is", "Japan") == [4]
+    assert subject_positions(model, "The CN Tower is located in the city of", "The CN Tower") == [
         1,
         2,
         3,
     ]
     with pytest.raises(ValueError, match="does not occur"):
-        subject_token_span(model, "The capital of Japan is", "Tokyo")
+        subject_positions(model, "The capital of Japan is", "Tokyo")
     with pytest.raises(ValueError, match="does not occur"):
-        subject_token_span(model, "The capital of Japan is", "japan")  # case-sensitive
+        subject_positions(model, "The capital of Japan is", "japan")  # case-sensitive
     with pytest.raises(ValueError):
-        subject_token_span(model, "The capital of Japan is", "  ")
+        subject_positions(model, "The capital of Japan is", "  ")
+
+
+def test_subject_token_span_is_the_positions_as_a_range(model):
+    prompt, subject = "The CN Tower is located in the city of", "The CN Tower"
+    start, stop = subject_token_span(model, prompt, subject)
+    assert (start, stop) == (1, 4)
+    assert list(range(start, stop)) == subject_positions(model, prompt, subject)
+    assert subject_token_span(model, "The capital of Japan is", "Japan") == (4, 5)
+    with pytest.raises(ValueError, match="does not occur"):
+        subject_token_span(model, "The capital of Japan is", "Tokyo")
 
 
 def test_get_fact_unknown_id_names_close_ids():
