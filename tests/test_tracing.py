@@ -9,6 +9,7 @@ from conftest import stub
 from course_utils import tracing
 from course_utils.checks import CheckFailed, grading_seed
 from course_utils.checks import tracing as checks
+from course_utils.facts import subject_token_span
 
 # (prompt, subject, answer): different subject spans and lengths
 FACTS = [
@@ -29,7 +30,7 @@ def scale(model):
 @pytest.mark.parametrize("fact", FACTS, ids=lambda fact: fact[1])
 def test_fast_equals_reference(model, scale, fact, kind):
     prompt, subject, answer = fact
-    start, stop = tracing.subject_token_span(model, prompt, subject)
+    start, stop = subject_token_span(model, prompt, subject)
     n_pos = model.to_tokens(prompt).shape[1]
     layers = [0, 4, 17, 29]  # the window clips at both ends; hidden at 29 restores the final state
     positions = sorted({0, start, stop - 1, min(stop, n_pos - 1), n_pos - 1})
@@ -69,7 +70,7 @@ def test_fast_full_rows_equal_reference_cells(model, scale, kind):
     prompt, subject, answer = FACTS[
         1
     ]  # "Japan": one subject token, so the first and last subject token
-    start, stop = tracing.subject_token_span(model, prompt, subject)
+    start, stop = subject_token_span(model, prompt, subject)
     last = model.to_tokens(prompt).shape[1] - 1
     kwargs = dict(samples=2, noise_scale=scale, seed=0, positions=[start, last])
     fast = tracing.trace(model, prompt, subject, answer, kind, progress=False, **kwargs)
@@ -116,7 +117,7 @@ def test_trace_result_and_plot(model, scale):
 
 def test_restores_before_the_subject_change_nothing(model, scale):
     prompt, subject, answer = FACTS[1]  # "Japan" starts at position 4
-    start, _ = tracing.subject_token_span(model, prompt, subject)
+    start, _ = subject_token_span(model, prompt, subject)
     assert start == 4
     result = tracing.trace_reference(
         model,
@@ -246,7 +247,7 @@ def test_clear_errors(model):
 
 def test_attribution_patching_shape_and_zero_before_subject(model, scale):
     prompt, subject, answer = FACTS[1]
-    start, _ = tracing.subject_token_span(model, prompt, subject)
+    start, _ = subject_token_span(model, prompt, subject)
     estimate = tracing.attribution_patching(
         model, prompt, subject, answer, samples=2, noise_scale=scale
     )

@@ -7,6 +7,7 @@ the unit tests hold equal to ROME's loop to 1e-5. The hooks are checked against 
 
 from __future__ import annotations
 
+from ..facts import subject_token_span
 from . import (
     Fail,
     call,
@@ -68,7 +69,7 @@ def _setup(model, hidden: bool, samples: int, short: bool = False, rng=None):
     scale = tracing.rome_noise_scale(
         model
     )  # trace()'s default: ROME's rule over the course's facts
-    span = tracing.subject_token_span(model, prompt, subject)
+    span = subject_token_span(model, prompt, subject)
     tokens = model.to_tokens(prompt)
     names = tuple(tracing.HOOK_OF_KIND.values())
     with torch.no_grad():
