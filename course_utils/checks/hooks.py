@@ -158,6 +158,20 @@ def _drawn_site(rng) -> tuple[list[int], int]:
     return sorted(rng.sample(range(1, 8), 2)), rng.randrange(1, 29)
 
 
+def _ablation_site(
+    exercise: str, hidden: bool, hidden_site: tuple[list[int], int]
+) -> tuple[list[int], int, str]:
+    """(positions, layer, prompt) of an ablation check: the visible site, the written hidden one in
+    a notebook, or one drawn (with its prompt) while grading."""
+    positions, layer = hidden_site if hidden else ([2, 3, 4], 3)
+    prompt = HIDDEN_PROMPT if hidden else PROMPT
+    rng = hidden_rng(exercise, hidden)
+    if rng is not None:
+        positions, layer = _drawn_site(rng)
+        prompt = random_prompt(rng)
+    return positions, layer, prompt
+
+
 def _expect_written(model, tokens, name: str, hook_fn, positions, value) -> None:
     """Fail unless the model, run with ``hook_fn`` at ``name``, received the clean activation with
     ``value`` written at ``positions`` (the recording hook runs after the learner's)."""
@@ -426,12 +440,7 @@ def check_resid_post_stack(fn, model, hidden: bool = False):
 
 def check_zero_ablation(fn, model, hidden: bool = False):
     """fn(positions) -> hook zeroing activation[:, positions]."""
-    positions, layer = ([1, 5], 7) if hidden else ([2, 3, 4], 3)
-    prompt = HIDDEN_PROMPT if hidden else PROMPT
-    rng = hidden_rng("02.6", hidden)
-    if rng is not None:
-        positions, layer = _drawn_site(rng)
-        prompt = random_prompt(rng)
+    positions, layer, prompt = _ablation_site("02.6", hidden, ([1, 5], 7))
 
     def body():
         torch.manual_seed(1)
@@ -469,12 +478,7 @@ def check_zero_ablation(fn, model, hidden: bool = False):
 def check_mean_ablation(fn, model, hidden: bool = False):
     """fn(mean, positions) -> hook replacing activation[:, positions] with mean (broadcast over
     batch)."""
-    positions, layer = ([3, 6], 9) if hidden else ([2, 3, 4], 3)
-    prompt = HIDDEN_PROMPT if hidden else PROMPT
-    rng = hidden_rng("02.7", hidden)
-    if rng is not None:
-        positions, layer = _drawn_site(rng)
-        prompt = random_prompt(rng)
+    positions, layer, prompt = _ablation_site("02.7", hidden, ([3, 6], 9))
 
     def body():
         torch.manual_seed(2)
