@@ -48,6 +48,7 @@ centred on l (ROME: 10), at one token.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -434,6 +435,27 @@ def _trace(
         )
         for kind in kinds
     }
+
+
+def _show_options(public, implementation) -> None:
+    """Give ``public(..., **options)`` the signature of the options it forwards, so that Jupyter's
+    and Colab's signature help list them (``samples``, ``foil``, ...) instead of ``**options``."""
+    own = [
+        p
+        for p in inspect.signature(public).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    names = {p.name for p in own}
+    options = [
+        p
+        for p in inspect.signature(implementation).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in names
+    ]
+    public.__signature__ = inspect.signature(public).replace(parameters=own + options)
+
+
+for _public in (trace, trace_all_kinds, trace_reference):
+    _show_options(_public, _trace)
 
 
 @dataclass(frozen=True)

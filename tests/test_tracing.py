@@ -489,3 +489,16 @@ def test_a_lookup_table_of_the_written_cells_fails_the_hidden_check_at_grading(m
     checks.check_trace_cell(lookup, model, hidden=True)
     with grading_seed(1), pytest.raises(CheckFailed):  # the honest code passes: test above
         checks.check_trace_cell(lookup, model, hidden=True)
+
+
+def test_signature_help_lists_the_trace_options():
+    """trace/trace_all_kinds/trace_reference forward **options; their signatures show them."""
+    import inspect
+
+    for fn in (tracing.trace, tracing.trace_all_kinds, tracing.trace_reference):
+        params = inspect.signature(fn).parameters
+        assert {"samples", "noise_scale", "seed", "foil", "window", "layers", "progress"} <= set(
+            params
+        ), fn.__name__
+        assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    assert inspect.signature(tracing.trace_reference).parameters["progress"].default is False
