@@ -258,15 +258,11 @@ def test_checks_catch_a_missing_bos_and_a_missing_final_norm(nn_model, model, ca
 # --- hidden tests draw their inputs while grading -------------------------------------------------
 
 
-def _lens_log_probs(m, tokens, pos):
-    return sc.logit_lens(m, tokens, pos).log_probs
-
-
 def test_hidden_checks_pass_on_the_reference_under_grading_seeds(nn_model, model):
     for seed in (1, 2):  # drawn prompts, positions, fact pairs and layers
         with grading_seed(seed):
             checks.check_to_tokens(sc.to_tokens, model, nn_model.tokenizer, hidden=True)
-            checks.check_logit_lens(_lens_log_probs, nn_model, model, hidden=True)
+            checks.check_logit_lens(sc.logit_lens, nn_model, model, hidden=True)
             checks.check_patch_layer(sc.patch_layer, nn_model, model, hidden=True)
 
 

@@ -16,8 +16,9 @@ count while a printed line must not (notebooks are tested with strict nbval). ``
 the largest difference measured by the check's comparisons in ``RESULTS[-1].max_abs_diff``; a
 failure message does show the measured difference, since that is what the learner needs.
 
-Hidden tests (``hidden=True``) draw their inputs from ``hidden_rng(exercise)`` while grading, so a
-table of answers for inputs written here cannot score; in a notebook they keep fixed inputs.
+Hidden tests (a check called with ``hidden`` true) draw their inputs from ``hidden_rng(exercise)``
+while grading, so a table of answers for inputs written here cannot score; in a notebook they keep
+fixed inputs.
 
 Lesson-specific checks live in the submodules (``checks.residual_stream``, ``checks.hooks``...).
 """
