@@ -172,10 +172,14 @@ def _ablation_site(
     return positions, layer, prompt
 
 
-def _expect_written(model, tokens, name: str, hook_fn, positions, value) -> None:
+def _expect_written(
+    model, tokens, name: str, hook_fn, positions, value, received=None, hint: str = ""
+) -> None:
     """Fail unless the model, run with ``hook_fn`` at ``name``, received the clean activation with
-    ``value`` written at ``positions`` (the recording hook runs after the learner's)."""
-    _, received = _record_after(model, tokens, name, hook_fn, "the model run with your hook")
+    ``value`` written at ``positions`` (the recording hook runs after the learner's; ``received``:
+    what it already recorded)."""
+    if received is None:
+        _, received = _record_after(model, tokens, name, hook_fn, "the model run with your hook")
     _, clean = _clean(model, tokens, [name])
     truth = clean[name].clone()
     truth[:, positions] = value
@@ -185,6 +189,7 @@ def _expect_written(model, tokens, name: str, hook_fn, positions, value) -> None
         what=f"activation after your hook at {name}",
         atol=1e-6,
         dims="batch pos d_model",
+        hint=hint,
     )
 
 
@@ -571,14 +576,14 @@ def check_patch_from(fn, model, hidden: bool = False):
             received is not None and not torch.equal(received, clean[name]),
             "the model received the clean activation: did the hook return the patched tensor?",
         )
-        truth = clean[name].clone()
-        truth[:, positions] = cache[name][:, positions]
-        compare_tensors(
+        _expect_written(
+            model,
+            tokens,
+            name,
+            hook_fn,
+            positions,
+            cache[name][:, positions],
             received,
-            truth,
-            what=f"activation after your hook at {name}",
-            atol=1e-6,
-            dims="batch pos d_model",
             hint="copy cache[name][:, positions] into activation[:, positions]; keep the other "
             "positions",
         )
