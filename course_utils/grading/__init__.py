@@ -82,8 +82,10 @@ Threat model. Defended, with the test that shows it (tests/test_grade.py
   on the machine (not in the allow-list: ``test_grading_sandbox``; batch ``find_other_copy``,
   ``read_answer_keys``), writing course files, deleting inputs or results (batch ``delete_files``),
   signalling the grader or another kernel (own uid), network access.
-* Students never receive the answers: ``make release`` bundles no solutions, hidden tests, plain
-  quiz specs, tests or grader (tests/test_release.py).
+* Students never receive the notebooks' answers: ``make release`` bundles no solutions, hidden
+  tests, plain quiz specs, tests or grader (tests/test_release.py). Not the exercises whose
+  functions later lessons import, though: those ship as ``course_utils/from_solutions/`` (see "Not
+  defended").
 
 Not defended: without root there are no namespaces, allow-list, cgroup or uid switch, so a kernel
 runs as the grader's user and can read the solutions and write files (the batch then reports whether
@@ -99,7 +101,9 @@ layers, heads and seeds drawn with it are not; disk filling in the scratch folde
 ``RLIMIT_FSIZE`` per file; CPU use within the timeouts; a learner computing correct outputs with the
 course's own helpers (``course_utils.predictions``, the exported lesson functions in
 ``course_utils.residual_stream`` and ``course_utils.hooks``), which is a question of honesty, not of
-the grader's integrity.
+the grader's integrity; for the same reason the release holds the reference text of every exercise
+a later lesson imports (``course_utils/from_solutions/``: lessons 00, 01, 02, 05 and 07's exported
+cells), readable by a student who opens the package.
 
 Importing the package runs nothing (the sandbox launcher imports its submodule in a bare process);
 the entry points are in ``course_utils.grading.batch``.
