@@ -18,6 +18,17 @@ def answer_prob(model, prompt: str, answer: str) -> float:
     return float(next_token_probs(model, prompt)[answer_token_id(model, answer)])
 
 
+def assert_lookup_fails_when_grading(check, lookup, *args, seeds=(1, 2)) -> None:
+    """A table of answers for the inputs written in ``check`` passes its hidden test in a notebook
+    (no grading seed) and fails it under each grading seed, which draws the inputs afresh."""
+    from course_utils.checks import CheckFailed, grading_seed
+
+    check(lookup, *args, hidden=True)
+    for seed in seeds:
+        with grading_seed(seed), pytest.raises(CheckFailed):
+            check(lookup, *args, hidden=True)
+
+
 @pytest.fixture(scope="session")
 def model():
     from course_utils import load_model

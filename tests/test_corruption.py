@@ -6,7 +6,7 @@ lesson imports them, so the package keeps no copy): the ``lesson03`` fixture loa
 
 import pytest
 import torch
-from conftest import answer_prob, stub
+from conftest import answer_prob, assert_lookup_fails_when_grading, stub
 
 from course_utils.checks import CheckFailed, grading_seed
 from course_utils.checks import corruption as checks
@@ -74,10 +74,7 @@ def test_a_lookup_table_of_the_written_inputs_fails_the_hidden_check_at_grading(
     def lookup(model, prompt, answer, positions):
         return table.get((prompt, answer, tuple(positions)), 0.5)
 
-    checks.check_corrupted_answer_prob(lookup, model, hidden=True)
-    for seed in (1, 2):
-        with grading_seed(seed), pytest.raises(CheckFailed):
-            checks.check_corrupted_answer_prob(lookup, model, hidden=True)
+    assert_lookup_fails_when_grading(checks.check_corrupted_answer_prob, lookup, model)
 
 
 def test_corruption_effects_on_the_eiffel_tower(model):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from conftest import stub
+from conftest import assert_lookup_fails_when_grading, stub
 
 from course_utils import scaling as sc
 from course_utils.checks import CheckFailed, grading_seed
@@ -274,7 +274,4 @@ def test_a_lookup_table_of_the_written_inputs_fails_the_hidden_check_at_grading(
     def lookup(tokenizer, prompt):
         return table.get(prompt, torch.zeros(1, 3, dtype=torch.long))
 
-    checks.check_to_tokens(lookup, model, nn_model.tokenizer, hidden=True)
-    for seed in (1, 2):
-        with grading_seed(seed), pytest.raises(CheckFailed):
-            checks.check_to_tokens(lookup, model, nn_model.tokenizer, hidden=True)
+    assert_lookup_fails_when_grading(checks.check_to_tokens, lookup, model, nn_model.tokenizer)
